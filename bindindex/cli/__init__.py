@@ -1,0 +1,1 @@
+"""The Typer command line: parses options, calls the library, formats results."""

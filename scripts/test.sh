@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install bindindex with its test dependencies into .venv and run the tests.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
+
+# torchaudio 2.9.1 pins torch 2.9.1 exactly, and the parity tests need it as the
+# reference for resampling and filterbanks; torch and torchvision go first so
+# that pip does not pick a newer torch that torchaudio cannot follow.
+pip install -q "torch==2.9.1" "torchvision==0.24.1"
+pip install -q "torch==2.9.1" "torchaudio==2.9.1"
+pip install -q -e ".[test]" "torch==2.9.1" "torchvision==0.24.1" "torchaudio==2.9.1"
+# Meta's reference implementation, for the parity tests only. Its declared
+# dependencies (pytorchvideo, decord, ...) do not install with current torch.
+pip install -q --no-deps "imagebind-unofficial==0.1.1"
+
+exec .venv/bin/python -m pytest "$@"

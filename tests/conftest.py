@@ -1,0 +1,121 @@
+"""Shared fixtures: a private data home per test, the shared media corpus, a fake encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PAIRED = SHARED / "data" / "paired"
+EDGE = SHARED / "data" / "edge"
+CASES = SHARED / "cases"
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every bindindex folder at a fresh temporary one and clear the option variables."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("BINDINDEX_HOME", str(home / "data"))
+    monkeypatch.setenv("BINDINDEX_CACHE_DIR", str(home / "cache"))
+    for name in (
+        "BINDINDEX_INDEX",
+        "BINDINDEX_MODEL",
+        "BINDINDEX_CHECKPOINT",
+        "BINDINDEX_PRECISION",
+        "BINDINDEX_CHECKPOINT_URL",
+        "BINDINDEX_CHECKPOINT_SHA256",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def paired() -> Path:
+    if not PAIRED.is_dir():
+        pytest.skip(f"shared media corpus not found at {PAIRED}")
+    return PAIRED
+
+
+@pytest.fixture(scope="session")
+def edge() -> Path:
+    if not EDGE.is_dir():
+        pytest.skip(f"shared edge corpus not found at {EDGE}")
+    return EDGE
+
+
+@pytest.fixture(scope="session")
+def cases() -> Path:
+    if not CASES.is_dir():
+        pytest.skip(f"shared case corpus not found at {CASES}")
+    return CASES
+
+
+class FakeEncoder:
+    """A deterministic stand-in for the model, for tests of storage and search logic.
+
+    It projects pooled pixels or filterbank features with a fixed random
+    matrix, so similar inputs get similar vectors. Audio outputs have norm 20
+    and text outputs norm 14, like ImageBind's scaled outputs.
+    """
+
+    model_name = "fake"
+    model_id = "fake@1"
+    meaningless = True
+    precision = "fp32"
+    precision_note = "float32"
+
+    def __init__(self, dim: int = 32, model_id: str = "fake@1"):
+        self.dim = dim
+        self.model_id = model_id
+        rng = np.random.default_rng(7)
+        self.w_image = rng.standard_normal((dim, 3 * 8 * 8)).astype(np.float32)
+        self.w_audio = rng.standard_normal((dim, 16 * 16)).astype(np.float32)
+        self.calls = {"image": 0, "audio": 0, "text": 0}
+
+    def embed_images(self, x: torch.Tensor) -> np.ndarray:
+        self.calls["image"] += len(x)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float(), 8).reshape(len(x), -1)
+        return pooled.numpy() @ self.w_image.T
+
+    def embed_audio(self, x: torch.Tensor) -> np.ndarray:
+        self.calls["audio"] += len(x)
+        mean = x.float().mean(dim=1)[:, 0]  # (B, 128, 204)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(mean[:, None], 16).reshape(len(x), -1)
+        out = pooled.numpy() @ self.w_audio.T
+        return 20.0 * out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
+        self.calls["text"] += len(tokens)
+        out = []
+        for row in tokens.tolist():
+            seed = int.from_bytes(hashlib.sha256(repr(row).encode()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            out.append(14.0 * vector / np.linalg.norm(vector))
+        return np.stack(out)
+
+
+@pytest.fixture
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+@pytest.fixture
+def open_fake_index(tmp_path: Path, fake_encoder: FakeEncoder):
+    """Open an index folder whose model is the fake encoder."""
+    from bindindex.index import Index
+
+    opened = []
+
+    def opener(path: Path | None = None, encoder: FakeEncoder | None = None) -> Index:
+        idx = Index.open(path or tmp_path / "index", model="fake")
+        idx._encoder = encoder or fake_encoder
+        opened.append(idx)
+        return idx
+
+    yield opener
+    for idx in opened:
+        idx.close()

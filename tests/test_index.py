@@ -1,0 +1,290 @@
+"""The Index facade over real files, real SQLite and real FAISS, with a fake encoder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from bindindex.errors import IndexBusyError, ModelMismatchError, NotFoundError, UsageError
+from bindindex.index import VECTORS_FILE, Index
+from bindindex.search import QueryTerm
+from bindindex.store.vectors import normalise
+from conftest import FakeEncoder
+
+
+@pytest.fixture
+def media(tmp_path: Path, paired: Path) -> Path:
+    """A writable copy of the paired corpus."""
+    target = tmp_path / "media"
+    shutil.copytree(paired, target)
+    return target
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+def test_index_adds_every_paired_file(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    report = idx.add_paths([media])
+    total = _count_files(media)
+    assert report.added == total
+    assert report.failed == 0
+    assert idx.vectors().ntotal == total
+    ids, raw = idx.catalog.vectors(idx.dim)
+    assert len(ids) == total
+    assert np.isfinite(raw).all()
+    info = idx.info()
+    assert info["items"]["indexed"]["image"] + info["items"]["indexed"]["audio"] == total
+    assert info["meaningless"] is True
+
+
+def test_reindex_unchanged_embeds_nothing(open_fake_index, media: Path, fake_encoder) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    before = dict(fake_encoder.calls)
+    report = idx.add_paths([media])
+    assert report.unchanged == _count_files(media)
+    assert report.added == report.updated == report.removed == report.failed == 0
+    assert fake_encoder.calls == before
+    assert idx.vectors().ntotal == _count_files(media)
+
+
+def test_deleted_file_disappears_from_search(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    victim = next(media.glob("dog/images/*.jpg"))
+    victim_row = idx.catalog.item_by_path(os.fsencode(victim))
+    assert victim_row is not None
+    victim.unlink()
+    report = idx.add_paths([media])
+    assert report.removed == 1
+    hits = idx.search([QueryTerm("image", str(next(media.glob("dog/images/*.jpg"))))], k=100)
+    assert victim_row.id not in {hit.id for hit in hits}
+    assert str(victim) not in {hit.path for hit in hits}
+    idx.close()
+    reopened = Index.open(idx.path, model="fake")
+    reopened._encoder = FakeEncoder()
+    hits = reopened.search([QueryTerm("text", "a dog")], k=100)
+    assert victim_row.id not in {hit.id for hit in hits}
+    reopened.close()
+
+
+def test_changed_file_is_reembedded_with_same_id(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    target = next(media.glob("cat/images/*.jpg"))
+    other = next(media.glob("car/images/*.jpg"))
+    row = idx.catalog.item_by_path(os.fsencode(target))
+    assert row is not None
+    shutil.copyfile(other, target)
+    report = idx.add_paths([media])
+    assert report.updated == 1
+    after = idx.catalog.item_by_path(os.fsencode(target))
+    assert after is not None
+    assert after.id == row.id
+    assert after.content_hash != row.content_hash
+
+
+def test_moved_file_keeps_its_vector(open_fake_index, media: Path, fake_encoder) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    source = next(media.glob("bird/audio/*"))
+    row = idx.catalog.item_by_path(os.fsencode(source))
+    assert row is not None
+    destination = media / "bird" / "renamed" / source.name
+    destination.parent.mkdir()
+    source.rename(destination)
+    before = dict(fake_encoder.calls)
+    report = idx.add_paths([media])
+    assert report.moved == 1
+    assert report.removed == 0
+    assert fake_encoder.calls == before
+    moved = idx.catalog.item_by_path(os.fsencode(destination))
+    assert moved is not None
+    assert moved.id == row.id
+
+
+def test_item_query_excludes_itself_and_matches_brute_force(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    ids, raw = idx.catalog.vectors(idx.dim)
+    unit = normalise(raw)
+    query_id = int(ids[0])
+    hits = idx.search([QueryTerm("item", str(query_id))], k=5)
+    assert query_id not in {hit.id for hit in hits}
+    expected = unit @ unit[0]
+    order = [int(ids[i]) for i in np.argsort(-expected) if int(ids[i]) != query_id][:5]
+    assert [hit.id for hit in hits] == order
+    for hit in hits:
+        assert hit.score == pytest.approx(float(expected[list(ids).index(hit.id)]), abs=1e-5)
+
+
+def test_modality_filter(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    audio = next(media.glob("dog/audio/*.wav"))
+    hits = idx.search([QueryTerm("audio", str(audio))], modality="image", k=3)
+    assert len(hits) == 3
+    assert {hit.modality for hit in hits} == {"image"}
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert idx.search([QueryTerm("audio", str(audio))], modality="text", k=3) == []
+
+
+def test_weighted_terms_combine_unit_vectors(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    ids, raw = idx.catalog.vectors(idx.dim)
+    a, b = int(ids[0]), int(ids[1])
+    unit = normalise(raw[:2])
+    combined = normalise((0.25 * unit[0] + 0.75 * unit[1])[None])[0]
+    hits = idx.search([QueryTerm("item", str(a), 0.25), QueryTerm("item", str(b), 0.75)], k=3)
+    all_unit = normalise(raw)
+    scores = {int(i): float(s) for i, s in zip(ids, all_unit @ combined, strict=True)}
+    for hit in hits:
+        assert hit.score == pytest.approx(scores[hit.id], abs=1e-5)
+
+
+def test_cancelling_weights_are_rejected(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    item = str(int(idx.catalog.vectors(idx.dim)[0][0]))
+    with pytest.raises(UsageError, match="cancel out"):
+        idx.search([QueryTerm("item", item, 1.0), QueryTerm("item", item, -1.0)])
+
+
+def test_unknown_item_query(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    with pytest.raises(NotFoundError, match="item 99999"):
+        idx.search([QueryTerm("item", "99999")])
+
+
+def test_other_model_is_refused(open_fake_index, media: Path, tmp_path: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media / "dog"])
+    idx.close()
+    other = open_fake_index(tmp_path / "index", FakeEncoder(model_id="fake@2"))
+    with pytest.raises(ModelMismatchError, match="fake@1"):
+        other.add_paths([media / "cat"])
+    with pytest.raises(ModelMismatchError):
+        other.search([QueryTerm("text", "a cat")])
+
+
+def test_second_writer_gets_busy_error(open_fake_index, media: Path, tmp_path: Path) -> None:
+    first = open_fake_index()
+    assert first._try_lock()
+    second = open_fake_index(tmp_path / "index")
+    with pytest.raises(IndexBusyError, match=f"process {os.getpid()}"):
+        second.add_paths([media])
+    first._release_lock()
+    assert second.add_paths([media / "dog"]).added > 0
+
+
+def test_missing_vector_file_is_rebuilt(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    expected = idx.search([QueryTerm("text", "thunder")], k=5)
+    idx.close()
+    (idx.path / VECTORS_FILE).unlink()
+    reopened = open_fake_index(idx.path)
+    assert reopened.search([QueryTerm("text", "thunder")], k=5) == expected
+    assert (idx.path / VECTORS_FILE).exists()
+
+
+def test_stale_vector_file_is_rebuilt(open_fake_index, media: Path, tmp_path: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media / "dog"])
+    stale = tmp_path / "stale.faiss"
+    shutil.copyfile(idx.path / VECTORS_FILE, stale)
+    shutil.copyfile(idx.path / (VECTORS_FILE + ".json"), tmp_path / "stale.faiss.json")
+    idx.add_paths([media / "dog", media / "cat"])
+    total = idx.vectors().ntotal
+    idx.close()
+    shutil.copyfile(stale, idx.path / VECTORS_FILE)
+    shutil.copyfile(tmp_path / "stale.faiss.json", idx.path / (VECTORS_FILE + ".json"))
+    reopened = open_fake_index(idx.path)
+    assert reopened.vectors().ntotal == total
+
+
+def test_bad_file_in_batch_does_not_shift_neighbours(
+    open_fake_index, paired: Path, tmp_path: Path
+) -> None:
+    images = sorted((paired / "dog" / "images").glob("*"))[:2]
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    shutil.copyfile(images[0], folder / "a.jpg")
+    (folder / "b.jpg").write_text("<html>not an image</html>")
+    shutil.copyfile(images[1], folder / "c.jpg")
+    idx = open_fake_index()
+    report = idx.add_paths([folder], batch_size=8)
+    assert report.added == 2
+    assert report.failed == 1
+    assert report.failures[0].path.endswith("b.jpg")
+
+    alone = open_fake_index(tmp_path / "alone")
+    alone.add_paths([folder / "a.jpg", folder / "c.jpg"])
+    for name in ("a.jpg", "c.jpg"):
+        row = idx.catalog.item_by_path(os.fsencode(folder / name))
+        row_alone = alone.catalog.item_by_path(os.fsencode(folder / name))
+        assert row is not None and row_alone is not None
+        np.testing.assert_allclose(
+            idx.catalog.vectors(idx.dim, [row.id])[1],
+            alone.catalog.vectors(alone.dim, [row_alone.id])[1],
+            rtol=1e-5,
+        )
+
+
+def test_non_media_files_are_ignored(open_fake_index, tmp_path: Path, paired: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    (folder / "fake.wav").write_text("plain text with an audio name")
+    shutil.copyfile(next((paired / "dog" / "images").glob("*")), folder / "dog.jpg")
+    idx = open_fake_index()
+    report = idx.add_paths([folder])
+    assert report.added == 1
+    assert report.ignored == 1
+    assert report.failed == 1
+    assert [f.reason for f in idx.failures()] == ["undecodable"]
+
+
+def test_export_npz_and_parquet(open_fake_index, media: Path, tmp_path: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media / "dog"])
+    count = idx.export(tmp_path / "out.npz")
+    data = np.load(tmp_path / "out.npz")
+    assert len(data["ids"]) == count == _count_files(media / "dog")
+    np.testing.assert_allclose(np.linalg.norm(data["vectors"], axis=1), 1.0, rtol=1e-5)
+    assert set(data["modalities"].tolist()) == {"image", "audio"}
+    idx.export(tmp_path / "out.parquet")
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.num_rows == count
+    assert table.column_names == ["id", "path", "modality", "vector", "raw"]
+    with pytest.raises(UsageError, match=".npz or .parquet"):
+        idx.export(tmp_path / "out.csv")
+
+
+def test_cluster_run_is_stored(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    run = idx.cluster(7, labels="top-folder", seed=3)
+    assert run.k == 7
+    stored = idx.catalog.cluster_runs()
+    assert [r["id"] for r in stored] == [run.id]
+    assert stored[0]["params"]["seed"] == 3
+    members = idx.catalog.cluster_members(run.id)
+    assert len(members) == _count_files(media)
+    assert {c for _, c, _ in members} <= set(range(7))
+    concepts = {row["concept"] for row in run.metrics["consistency"]["concepts"]}
+    assert concepts == {p.name for p in media.iterdir()}
+
+
+def test_open_missing_index_without_create(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="bindindex index FOLDER"):
+        Index.open(tmp_path / "nothing", create=False)
