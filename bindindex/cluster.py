@@ -165,15 +165,9 @@ def csv_label(labels: dict[str, str], path: str, root: str | None, csv_folder: P
     if path in labels:
         return labels[path]
     candidates = []
-    if root is not None:
-        try:
-            candidates.append(str(PurePath(path).relative_to(root)))
-        except ValueError:
-            pass
-    try:
-        candidates.append(str(PurePath(path).relative_to(csv_folder)))
-    except ValueError:
-        pass
+    for base in (root, csv_folder):
+        if base is not None and PurePath(path).is_relative_to(base):
+            candidates.append(str(PurePath(path).relative_to(base)))
     for candidate in candidates:
         if candidate in labels:
             return labels[candidate]

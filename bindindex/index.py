@@ -238,7 +238,7 @@ class Index:
         if self._lock_handle is not None:
             return True
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_FILE, "a+")
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held until release)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from bindindex.errors import MediaError
-from bindindex.media import MEDIA_EXTENSIONS, load_audio, load_image, sniff
+from bindindex.media import MEDIA_EXTENSIONS, extension_modality, load_audio, load_image, sniff
 from bindindex.scan import ScannedFile, ScanProblem, ScanResult
 from bindindex.store.catalog import Catalog, ItemRow
 from bindindex.store.vectors import VectorIndex, normalise
@@ -177,16 +177,21 @@ class Ingest:
                 if path.suffix.lower() not in MEDIA_EXTENSIONS and existing is None:
                     prepared.ignore = True
                     return prepared
+                claimed = {"image": "an image", "audio": "an audio"}.get(
+                    extension_modality(path) or "", "a media"
+                )
                 raise MediaError(
-                    path,
-                    "undecodable",
-                    f"content is not a known image or audio format (extension {path.suffix!r})",
+                    path, "undecodable", f"not {claimed} file: content is {detected.describe()}"
                 )
             prepared.content_hash = hash_file(path)
-            if existing is not None and existing.status == "indexed":
-                if existing.content_hash == prepared.content_hash:
-                    prepared.reuse = existing
-                    return prepared
+            unchanged_content = (
+                existing is not None
+                and existing.status == "indexed"
+                and existing.content_hash == prepared.content_hash
+            )
+            if unchanged_content:
+                prepared.reuse = existing
+                return prepared
             candidate = self._move_candidates.get(prepared.content_hash)
             if candidate is not None and candidate.modality == detected.modality:
                 prepared.reuse = candidate
@@ -272,11 +277,8 @@ class Ingest:
         encoder = self._encoder_ready()
         modality = batch[0].modality
         stacked = torch.stack([p.tensor for p in batch])  # type: ignore[misc]
-        if modality == "image":
-            raw = encoder.embed_images(stacked)  # (B, dim)
-        else:
-            raw = encoder.embed_audio(stacked)  # (B, dim)
-        raw = np.asarray(raw, dtype=np.float32)
+        embed = encoder.embed_images if modality == "image" else encoder.embed_audio
+        raw = np.asarray(embed(stacked), dtype=np.float32)  # (B, dim)
 
         good: list[tuple[_Prepared, np.ndarray]] = []
         bad: list[_Prepared] = []

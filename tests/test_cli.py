@@ -28,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory, paired: Path) -> Path:
     """One index of the paired corpus built by the CLI with the test model."""
     index = tmp_path_factory.mktemp("cli") / "index"
-    code, out, err = run("index", str(paired), "--index", str(index), "--model", "imagebind-test")
+    code, _, err = run("index", str(paired), "--index", str(index), "--model", "imagebind-test")
     assert code == 0, err
     return index
 
@@ -70,8 +70,18 @@ def test_search_audio_for_images(built: Path, paired: Path) -> None:
 def test_search_text_and_weights(built: Path, paired: Path) -> None:
     image = next((paired / "cat" / "images").glob("*.jpg"))
     code, out, err = run(
-        "search", "--image", str(image), "--text", "a cat", "--weight", "0.7", "--weight", "0.3",
-        "--index", str(built), "--json",
+        "search",
+        "--image",
+        str(image),
+        "--text",
+        "a cat",
+        "--weight",
+        "0.7",
+        "--weight",
+        "0.3",
+        "--index",
+        str(built),
+        "--json",
     )
     assert code == 0, err
     hits = json.loads(out)
@@ -90,7 +100,9 @@ def test_search_usage_errors(built: Path, tmp_path: Path) -> None:
     code, _, err = run("search", "--index", str(built))
     assert code == 2
     assert "--audio, --image, --text or --item" in err
-    code, _, err = run("search", "--text", "x", "--weight", "1", "--weight", "2", "--index", str(built))
+    code, _, err = run(
+        "search", "--text", "x", "--weight", "1", "--weight", "2", "--index", str(built)
+    )
     assert code == 2
     assert "2 weights for 1 query terms" in err
     code, _, err = run("search", "--audio", str(tmp_path / "missing.wav"), "--index", str(built))
@@ -108,7 +120,9 @@ def test_search_missing_index(tmp_path: Path) -> None:
 
 
 def test_cluster_json_has_every_metric(built: Path, paired: Path) -> None:
-    code, out, err = run("cluster", "-k", "7", "--labels", "top-folder", "--json", "--index", str(built))
+    code, out, err = run(
+        "cluster", "-k", "7", "--labels", "top-folder", "--json", "--index", str(built)
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["k"] == 7
@@ -194,8 +208,14 @@ def test_index_env_variable(tmp_path: Path, paired: Path) -> None:
 
 def test_model_mismatch_exit_code(built: Path, paired: Path) -> None:
     code, _, err = run(
-        "index", str(paired / "dog"), "--index", str(built), "--model", "imagebind-huge",
-        "--checkpoint", str(built / "missing.pth"),
+        "index",
+        str(paired / "dog"),
+        "--index",
+        str(built),
+        "--model",
+        "imagebind-huge",
+        "--checkpoint",
+        str(built / "missing.pth"),
     )
     assert code == 1
     assert "error:" in err

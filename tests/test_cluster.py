@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from bindindex.cluster import (
     consistency,
@@ -18,7 +19,6 @@ from bindindex.cluster import (
 )
 from bindindex.errors import UsageError
 from bindindex.store.vectors import normalise
-from sklearn.metrics import adjusted_rand_score
 
 
 def planted(n_per: int, k: int, d: int = 64, spread: float = 0.15, seed: int = 0):

@@ -108,7 +108,15 @@ def test_demo_without_network_exits_with_advice(tmp_path: Path) -> None:
 def test_demo_on_local_folder(tmp_path: Path, paired: Path) -> None:
     result = runner.invoke(
         app,
-        ["demo", "--media", str(paired), "--model", "imagebind-test", "--index", str(tmp_path / "i")],
+        [
+            "demo",
+            "--media",
+            str(paired),
+            "--model",
+            "imagebind-test",
+            "--index",
+            str(tmp_path / "i"),
+        ],
     )
     assert result.exit_code == 0, result.stderr
     out = result.stdout
@@ -124,7 +132,15 @@ def test_demo_downloads_samples_first(tmp_path: Path, served: tuple[str, Path]) 
     manifest = _manifest(tmp_path, base, root)
     result = runner.invoke(
         app,
-        ["demo", "--manifest", str(manifest), "--model", "imagebind-test", "--index", str(tmp_path / "i")],
+        [
+            "demo",
+            "--manifest",
+            str(manifest),
+            "--model",
+            "imagebind-test",
+            "--index",
+            str(tmp_path / "i"),
+        ],
     )
     assert result.exit_code == 0, result.stderr
     assert "2 downloaded" in result.stderr

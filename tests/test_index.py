@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import FakeEncoder
 
 from bindindex.errors import IndexBusyError, ModelMismatchError, NotFoundError, UsageError
 from bindindex.index import VECTORS_FILE, Index
 from bindindex.search import QueryTerm
 from bindindex.store.vectors import normalise
-from conftest import FakeEncoder
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_export_npz_and_parquet(open_fake_index, media: Path, tmp_path: Path) ->
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.num_rows == count
     assert table.column_names == ["id", "path", "modality", "vector", "raw"]
-    with pytest.raises(UsageError, match=".npz or .parquet"):
+    with pytest.raises(UsageError, match=r"\.npz or \.parquet"):
         idx.export(tmp_path / "out.csv")
 
 

@@ -1,0 +1,293 @@
+"""Decode audio files and turn them into ImageBind's log-mel clip features.
+
+The pipeline follows ImageBind's ``load_and_transform_audio_data``: resample to
+16 kHz, take three evenly spaced 2 s clips, compute 128 Kaldi mel bins per clip,
+pad or crop to 204 frames and normalise with the AudioSet mean and standard
+deviation. It differs from that function in two places, on purpose:
+
+* Multi-channel audio is averaged to mono. ImageBind feeds all channels to
+  ``kaldi.fbank``, which reads only the first one.
+* Each clip has its own mean subtracted from a copy. ImageBind subtracts it in
+  place from a view of the whole waveform, so overlapping clips of files shorter
+  than 6 s have the mean removed more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import BinaryIO, Final
+
+import numpy as np
+import soundfile
+import torch
+
+from bindindex.errors import MediaError
+from bindindex.media import fbank
+from bindindex.media.detect import SNIFF_BYTES, Detected, sniff_after_id3, sniff_bytes
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE: Final = 16_000
+CLIP_SECONDS: Final = 2
+CLIPS_PER_FILE: Final = 3
+NUM_MEL_BINS: Final = 128
+TARGET_FRAMES: Final = 204
+# Mean and standard deviation of the log-mel features on AudioSet, from ImageBind.
+FBANK_MEAN: Final = -4.268
+FBANK_STD: Final = 9.138
+# One 25 ms Kaldi frame at 16 kHz. Shorter clips are zero-padded to this length.
+MIN_CLIP_SAMPLES: Final = SAMPLE_RATE * 25 // 1000
+# Peak amplitude below which a file is flagged "silent": -100 dBFS, which is below
+# one step of 16-bit PCM (3.1e-5) and catches near-silent 24-bit and float files.
+SILENCE_PEAK: Final = 1e-5
+# The highest PCM rate in common use (768 kHz). Resampling from it to 16 kHz
+# keeps about 600 taps per output sample.
+MAX_SAMPLE_RATE: Final = 768_000
+
+# libsndfile reads MP3 from this version on.
+_LIBSNDFILE_MP3_VERSION: Final = (1, 1, 0)
+# libsndfile 1.2.2 claims Ogg FLAC support but fails on valid files with "unknown
+# error in flac decoder", so a failure on this format is reported as unsupported.
+_UNRELIABLE_FORMATS: Final = frozenset({"Ogg FLAC"})
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """Properties of a decoded audio file, as reported by libsndfile."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInput:
+    """Model input for one audio file.
+
+    ``clips`` is float32 with shape (3, 1, 128, 204): three clips of normalised
+    log-mel features. ``sample_rate``, ``channels`` and ``duration_s`` describe
+    the file before resampling and downmixing. ``flags`` may contain "short"
+    (shorter than 2 s, so the clips are padded), "silent" (peak amplitude below
+    -100 dBFS) and "downmixed" (more than one channel).
+    """
+
+    clips: torch.Tensor
+    duration_s: float
+    sample_rate: int
+    channels: int
+    format: str
+    subtype: str
+    flags: tuple[str, ...]
+
+
+def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, AudioInfo]:
+    """Decode ``path`` with libsndfile and average its channels.
+
+    Returns the mono signal as float32 of shape (frames,) in [-1, 1] for integer
+    formats, the file's sample rate and its properties. Raises MediaError with
+    one of these reasons:
+
+    * "vanished" or "unreadable": the file cannot be opened.
+    * "empty": the file has 0 bytes or its header declares no frames.
+    * "unsupported_format": a known format that libsndfile cannot read, or a
+      sample rate above MAX_SAMPLE_RATE.
+    * "undecodable": anything else that does not decode, including non-audio.
+    * "non_finite": a sample is NaN or infinite.
+    """
+    # NOTE: the whole file is decoded into memory at 4 bytes per sample and
+    # channel (about 1.4 GB for an hour of 48 kHz stereo), although load_audio
+    # uses only three 2 s clips of it.
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed in the finally block
+    except FileNotFoundError as error:
+        raise MediaError(path, "vanished", "the file no longer exists") from error
+    except OSError as error:
+        raise MediaError(path, "unreadable", f"failed to open the file: {error}") from error
+
+    try:
+        head = file.read(SNIFF_BYTES)
+        if not head:
+            raise MediaError(path, "empty", "the file is empty (0 bytes)")
+        try:
+            with soundfile.SoundFile(_native_path(path)) as sound:
+                _check_sample_rate(path, sound.samplerate)
+                samples = sound.read(dtype="float32", always_2d=True)  # (frames, channels)
+                info = AudioInfo(
+                    sample_rate=sound.samplerate,
+                    channels=sound.channels,
+                    frames=samples.shape[0],
+                    format=sound.format,
+                    subtype=sound.subtype,
+                )
+        except (RuntimeError, ValueError) as error:
+            raise _decode_error(path, file, head, error) from error
+    finally:
+        file.close()
+
+    if info.frames == 0:
+        raise MediaError(path, "empty", f"the {info.format} header declares no audio frames")
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise MediaError(path, "non_finite", f"{bad} samples are NaN or infinite")
+
+    # Averaging keeps every channel's content. A single channel is passed through.
+    mono = samples.mean(axis=1, dtype=np.float32) if info.channels > 1 else samples[:, 0]
+    return np.ascontiguousarray(mono), info.sample_rate, info  # (frames,)
+
+
+def _native_path(path: str | os.PathLike[str]) -> str | bytes:
+    """Return the path in the form libsndfile opens reliably.
+
+    libsndfile opens the path itself because, through a Python file object, its
+    seeks before the start of a corrupt file print tracebacks from the cffi
+    callback to stderr. On POSIX the path is passed as bytes, because soundfile
+    encodes str paths as strict UTF-8 and fails on names that are not UTF-8.
+    """
+    return os.fspath(path) if os.name == "nt" else os.fsencode(path)
+
+
+def _check_sample_rate(path: str | os.PathLike[str], sample_rate: int) -> None:
+    # A corrupt header can declare any rate, and resampling from gigahertz rates
+    # would need gigabytes of filter taps.
+    if sample_rate > MAX_SAMPLE_RATE:
+        detail = (
+            f"sample rate {sample_rate} Hz is above the supported maximum of {MAX_SAMPLE_RATE} Hz"
+        )
+        raise MediaError(path, "unsupported_format", detail)
+
+
+def _decode_error(
+    path: str | os.PathLike[str], file: BinaryIO, head: bytes, error: Exception
+) -> MediaError:
+    """Classify a libsndfile failure using the file's leading bytes."""
+    detected = _sniff_open_file(file, head)
+    version = soundfile.__libsndfile_version__
+    # LibsndfileError.error_string omits the "Error opening <file object>:" prefix.
+    message = getattr(error, "error_string", None) or str(error)
+
+    if detected.modality != "audio":
+        detail = f"not an audio file: content is {detected.describe()}"
+        return MediaError(path, "undecodable", detail)
+    if not detected.supported:
+        detail = f"{detected.format} is not supported by libsndfile {version}"
+        return MediaError(path, "unsupported_format", detail)
+    if detected.format == "MP3" and _version_tuple(version) < _LIBSNDFILE_MP3_VERSION:
+        detail = f"MP3 needs libsndfile 1.1.0 or newer, but soundfile uses libsndfile {version}"
+        return MediaError(path, "unsupported_format", detail)
+    if detected.format in _UNRELIABLE_FORMATS:
+        detail = f"{detected.format} could not be decoded by libsndfile {version}: {message}"
+        return MediaError(path, "unsupported_format", detail)
+    return MediaError(path, "undecodable", f"{detected.describe()} failed to decode: {message}")
+
+
+def _sniff_open_file(file: BinaryIO, head: bytes) -> Detected:
+    # An ID3 tag hides the real format behind it, so look past it as sniff() does.
+    if head.startswith(b"ID3"):
+        return sniff_after_id3(file, head)
+    return sniff_bytes(head)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def load_audio(path: str | os.PathLike[str]) -> AudioInput:
+    """Decode ``path`` and compute ImageBind's input features.
+
+    Raises MediaError as ``decode_audio`` does.
+    """
+    mono, sample_rate, info = decode_audio(path)
+    waveform = torch.from_numpy(mono)  # (frames,)
+
+    flags = []
+    if info.duration_s < CLIP_SECONDS:
+        flags.append("short")
+    peak = float(waveform.abs().max())
+    if peak < SILENCE_PEAK:
+        flags.append("silent")
+    if info.channels > 1:
+        flags.append("downmixed")
+
+    clips = clip_features(waveform, sample_rate)  # (3, 1, 128, 204)
+    if not torch.isfinite(clips).all():
+        # Every step is finite for finite input, so this guards against a bug.
+        raise MediaError(path, "non_finite", "the computed features contain NaN or infinity")
+    logger.debug(
+        "decoded %s: %s %s, %.2f s, flags %s",
+        path, info.format, info.subtype, info.duration_s, flags,
+    )  # fmt: skip
+    return AudioInput(
+        clips=clips,
+        duration_s=info.duration_s,
+        sample_rate=sample_rate,
+        channels=info.channels,
+        format=info.format,
+        subtype=info.subtype,
+        flags=tuple(flags),
+    )
+
+
+def clip_bounds(num_samples: int) -> list[tuple[int, int]]:
+    """Return the [start, stop) sample ranges of the three clips at 16 kHz.
+
+    Clip i starts at i * max(duration - 2, 0) / 2 seconds. The start is computed
+    as ImageBind's clip sampler (pytorchvideo ConstantClipsPerVideoSampler) does:
+    exact fractions of the float duration n / 16000, truncated to a sample index.
+    That float can make a start one sample earlier than exact integer arithmetic.
+    Ranges are clamped to the signal.
+    """
+    duration = num_samples / SAMPLE_RATE
+    max_start = Fraction(max(duration - CLIP_SECONDS, 0.0))
+    bounds = []
+    for i in range(CLIPS_PER_FILE):
+        start_s = max_start * i / (CLIPS_PER_FILE - 1)
+        start = int(start_s * SAMPLE_RATE)
+        stop = int((start_s + CLIP_SECONDS) * SAMPLE_RATE)
+        bounds.append((min(start, num_samples), min(stop, num_samples)))
+    return bounds
+
+
+def clip_features(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Compute the normalised log-mel features of the three clips.
+
+    waveform: (n,) float32 mono at ``sample_rate``. Returns (3, 1, 128, 204).
+    """
+    num_samples = fbank.resampled_length(waveform.shape[0], sample_rate, SAMPLE_RATE)
+    clips = []
+    for start, stop in clip_bounds(num_samples):
+        # Resampling only the clip gives the same samples as slicing the resampled file.
+        clip = fbank.resample_span(waveform, sample_rate, SAMPLE_RATE, start, stop)  # (samples,)
+        clips.append(_clip_melspec(clip))
+    return torch.stack(clips)  # (3, 1, 128, 204)
+
+
+def _clip_melspec(clip: torch.Tensor) -> torch.Tensor:
+    """Turn one 16 kHz clip (samples,) into normalised features (1, 128, 204)."""
+    clip = clip - clip.mean() if clip.numel() else clip
+    if clip.shape[0] < MIN_CLIP_SAMPLES:
+        # Pad with silence after the signal so that it yields one frame.
+        clip = torch.nn.functional.pad(clip, (0, MIN_CLIP_SAMPLES - clip.shape[0]))
+
+    mel = fbank.kaldi_fbank(clip, SAMPLE_RATE, num_mel_bins=NUM_MEL_BINS).T  # (128, frames)
+    frames = mel.shape[1]
+    if frames < TARGET_FRAMES:
+        mel = torch.nn.functional.pad(mel, (0, TARGET_FRAMES - frames))  # (128, 204)
+    else:
+        mel = mel[:, :TARGET_FRAMES]  # (128, 204)
+    mel = (mel - FBANK_MEAN) / FBANK_STD
+    return mel.unsqueeze(0)  # (1, 128, 204)
