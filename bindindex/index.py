@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from bindindex.errors import (
     NotFoundError,
     UsageError,
 )
+from bindindex.export import export_vectors
 from bindindex.ingest import Failure, IndexReport, Ingest
 from bindindex.media import PREPROCESS_VERSION, load_audio, load_image, sniff, tokenize
 from bindindex.scan import scan
@@ -492,73 +493,13 @@ class Index:
             "index_type": INDEX_TYPE,
             "vectors": vectors.ntotal,
             "items": counts,
+            "precision": self.catalog.precision_counts(),
             "cluster_runs": len(self.catalog.cluster_runs()),
         }
 
     def export(self, path: str | os.PathLike[str]) -> int:
         """Write every indexed item's id, path, modality and vectors to ``.npz`` or ``.parquet``.
 
-        ``vectors`` are unit-normalised (what search uses); ``raw`` are the
-        model outputs as ImageBind returns them.
+        Returns the number of items written.
         """
-        target = Path(path)
-        suffix = target.suffix.lower()
-        if suffix not in (".npz", ".parquet"):
-            raise UsageError(
-                f"cannot export to {target}: the file name must end in .npz or .parquet"
-            )
-        ids, raw = self.catalog.vectors(self.dim)
-        items = self.catalog.items_by_ids(ids.tolist())
-        paths = [items[int(i)].path for i in ids]
-        modalities = [items[int(i)].modality or "unknown" for i in ids]
-        unit = normalise(raw)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".npz":
-            np.savez(
-                target,
-                ids=ids,
-                paths=np.array(paths, dtype=str),
-                modalities=np.array(modalities, dtype=str),
-                vectors=unit,
-                raw=raw,
-            )
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.table(
-                {
-                    "id": pa.array(ids, type=pa.int64()),
-                    "path": pa.array(paths, type=pa.string()),
-                    "modality": pa.array(modalities, type=pa.string()),
-                    "vector": pa.FixedSizeListArray.from_arrays(
-                        pa.array(unit.reshape(-1), type=pa.float32()), self.dim
-                    ),
-                    "raw": pa.FixedSizeListArray.from_arrays(
-                        pa.array(raw.reshape(-1), type=pa.float32()), self.dim
-                    ),
-                }
-            )
-            pq.write_table(table, target)
-        return len(ids)
-
-
-def iter_terms(
-    audio: Iterable[str] = (),
-    image: Iterable[str] = (),
-    text: Iterable[str] = (),
-    item: Iterable[str] = (),
-    weights: Sequence[float] = (),
-) -> list[QueryTerm]:
-    """Build query terms in the order audio, image, text, item, pairing ``weights`` in that order."""
-    terms: list[QueryTerm] = []
-    for kind, values in (("audio", audio), ("image", image), ("text", text), ("item", item)):
-        terms.extend(QueryTerm(kind, str(value)) for value in values)  # type: ignore[arg-type]
-    if weights:
-        if len(weights) != len(terms):
-            raise UsageError(
-                f"{len(weights)} weights for {len(terms)} query terms; give one --weight per term "
-                "(in the order --audio, --image, --text, --item) or none"
-            )
-        terms = [QueryTerm(t.kind, t.value, float(w)) for t, w in zip(terms, weights, strict=True)]
-    return terms
+        return export_vectors(self.catalog, self.dim, Path(path))

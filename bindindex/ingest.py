@@ -53,6 +53,10 @@ class IndexReport:
     ignored: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    # Set when the run embedded anything, so the caller can say which model
+    # and precision produced the new vectors.
+    model_id: str | None = None
+    precision_note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,8 @@ class IndexReport:
             "moved": self.moved,
             "ignored": self.ignored,
             "seconds": round(self.seconds, 3),
+            "model_id": self.model_id,
+            "precision": self.precision_note,
             "failures": [f.__dict__ for f in self.failures],
         }
 
@@ -271,6 +277,8 @@ class Ingest:
             encoder = self.encoder_factory()
             self.check_model(encoder)
             self._encoder = encoder
+            self.report.model_id = encoder.model_id
+            self.report.precision_note = encoder.precision_note
         return self._encoder
 
     def _embed_and_commit(self, batch: list[_Prepared]) -> None:

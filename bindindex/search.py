@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,3 +69,24 @@ def check_terms(terms: list[QueryTerm], modality: str, k: int) -> None:
     for term in terms:
         if not np.isfinite(term.weight):
             raise UsageError(f"invalid weight {term.weight} for {term.kind} {term.value!r}")
+
+
+def build_terms(
+    audio: Iterable[str] = (),
+    image: Iterable[str] = (),
+    text: Iterable[str] = (),
+    item: Iterable[str] = (),
+    weights: Sequence[float] = (),
+) -> list[QueryTerm]:
+    """Build query terms in the order audio, image, text, item, pairing ``weights`` in that order."""
+    terms: list[QueryTerm] = []
+    for kind, values in (("audio", audio), ("image", image), ("text", text), ("item", item)):
+        terms.extend(QueryTerm(kind, str(value)) for value in values)  # type: ignore[arg-type]
+    if weights:
+        if len(weights) != len(terms):
+            raise UsageError(
+                f"{len(weights)} weights for {len(terms)} query terms; give one --weight per term "
+                "(in the order --audio, --image, --text, --item) or none"
+            )
+        terms = [QueryTerm(t.kind, t.value, float(w)) for t, w in zip(terms, weights, strict=True)]
+    return terms

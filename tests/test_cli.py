@@ -28,8 +28,14 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory, paired: Path) -> Path:
     """One index of the paired corpus built by the CLI with the test model."""
     index = tmp_path_factory.mktemp("cli") / "index"
-    code, _, err = run("index", str(paired), "--index", str(index), "--model", "imagebind-test")
+    code, out, err = run(
+        "index", str(paired), "--index", str(index), "--model", "imagebind-test", "--json"
+    )
     assert code == 0, err
+    report = json.loads(out)
+    assert report["added"] == sum(1 for p in paired.rglob("*") if p.is_file())
+    assert report["failed"] == 0
+    assert report["failures"] == []
     return index
 
 
@@ -49,6 +55,7 @@ def test_first_index_counts(tmp_path: Path, paired: Path) -> None:
     )
     assert code == 0, err
     assert out.strip() == f"added {total}, updated 0, unchanged 0, removed 0, failed 0"
+    assert "embedded with imagebind-test@seed0, fp32" in err
 
 
 def test_search_audio_for_images(built: Path, paired: Path) -> None:
@@ -170,6 +177,7 @@ def test_info_labels_test_model(built: Path) -> None:
     assert info["meaningless"] is True
     assert info["vectors"] == info["items"]["indexed"]["image"] + info["items"]["indexed"]["audio"]
     assert info["index_type"]
+    assert info["precision"] == {"fp32": info["vectors"]}
 
 
 def test_export_npz(built: Path, tmp_path: Path) -> None:

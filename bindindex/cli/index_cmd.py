@@ -60,6 +60,8 @@ def index_command(
         return
     for failure in report.failures:
         warn(f"skipped {failure.path}: {failure.reason}: {failure.detail}")
+    if report.model_id is not None:
+        warn(f"embedded with {report.model_id}, {report.precision_note}")
     typer.echo(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, failed {report.failed}"

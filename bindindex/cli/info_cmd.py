@@ -36,6 +36,10 @@ def info_command(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
     for status, by_modality in sorted(info["items"].items()):
         parts = ", ".join(f"{modality} {n}" for modality, n in sorted(by_modality.items()))
         typer.echo(f"{status:<12} {parts}")
+    precision = ", ".join(f"{name} {n}" for name, n in sorted(info["precision"].items()))
+    typer.echo(
+        f"precision    {precision or 'n/a'} (vectors by the precision they were computed in)"
+    )
     typer.echo(f"cluster runs {info['cluster_runs']}")
 
 

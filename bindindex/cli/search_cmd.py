@@ -60,9 +60,10 @@ def search_command(
 
     Example: bindindex search --audio bark.wav --modality image -k 3
     """
-    from bindindex.index import Index, iter_terms
+    from bindindex.index import Index
+    from bindindex.search import build_terms
 
-    terms = iter_terms(audio or (), image or (), text or (), item or (), weight or ())
+    terms = build_terms(audio or (), image or (), text or (), item or (), weight or ())
     with Index.open(
         resolve_index(index), model=model, checkpoint=checkpoint, precision=precision, create=False
     ) as idx:

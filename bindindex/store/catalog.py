@@ -218,7 +218,7 @@ class Catalog:
         return None if row is None else str(row[0])
 
     def meta(self) -> dict[str, str]:
-        return {str(k): str(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        return {str(row["key"]): str(row["value"]) for row in self.db["meta"].rows}
 
     def set_meta(self, values: dict[str, str], conn: sqlite3.Connection | None = None) -> None:
         target = conn or self.conn
@@ -292,10 +292,20 @@ class Catalog:
     def counts(self) -> dict[str, dict[str, int]]:
         """Item counts as {status: {modality: n}}."""
         result: dict[str, dict[str, int]] = {}
-        query = "SELECT status, COALESCE(modality, 'unknown'), COUNT(*) FROM items GROUP BY 1, 2"
-        for status, modality, n in self.conn.execute(query):
-            result.setdefault(str(status), {})[str(modality)] = int(n)
+        query = (
+            "SELECT status, COALESCE(modality, 'unknown') AS modality, COUNT(*) AS n "
+            "FROM items GROUP BY 1, 2"
+        )
+        for row in self.db.query(query):
+            result.setdefault(str(row["status"]), {})[str(row["modality"])] = int(row["n"])
         return result
+
+    def precision_counts(self) -> dict[str, int]:
+        """Indexed item counts by the precision their vectors were computed in."""
+        query = (
+            "SELECT precision, COUNT(*) AS n FROM items WHERE status = 'indexed' GROUP BY precision"
+        )
+        return {str(row["precision"]): int(row["n"]) for row in self.db.query(query)}
 
     def upsert_item(self, conn: sqlite3.Connection, values: dict[str, Any]) -> int:
         """Insert or replace the row for ``values['path_bytes']`` and return its id.
@@ -430,23 +440,12 @@ class Catalog:
         return run_id
 
     def cluster_runs(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT id, created_at, k, k_requested, n_items, model_id, params, metrics "
-            "FROM cluster_runs ORDER BY id"
-        ).fetchall()
-        return [
-            {
-                "id": int(row[0]),
-                "created_at": float(row[1]),
-                "k": int(row[2]),
-                "k_requested": int(row[3]),
-                "n_items": int(row[4]),
-                "model_id": str(row[5]),
-                "params": json.loads(row[6]),
-                "metrics": json.loads(row[7]),
-            }
-            for row in rows
-        ]
+        runs = []
+        for row in self.db["cluster_runs"].rows_where(order_by="id"):
+            row["params"] = json.loads(row["params"])
+            row["metrics"] = json.loads(row["metrics"])
+            runs.append(row)
+        return runs
 
     def cluster_members(self, run_id: int) -> list[tuple[int, int, float]]:
         rows = self.conn.execute(
