@@ -146,8 +146,8 @@ class Ingest:
                 continue
             todo.append((scanned, existing))
 
-        # Indexed items whose file is gone from its old path may have moved to a
-        # new path in this scan; a worker that finds the same content reuses them.
+        # An indexed item whose file is gone may have moved to a new path in this
+        # scan. A worker that finds the same content there reuses its vector.
         candidates: dict[str, ItemRow] = {}
         for item in self.catalog.items(status="indexed"):
             if item.path_bytes not in seen and item.content_hash and not item.fs_path.exists():
@@ -387,8 +387,8 @@ class Ingest:
                 self.report.unchanged += 1
                 return
             if prepared.existing is not None:
-                # The new path had a row of its own (say a failed file that was
-                # replaced by a moved one); the moved item takes its place.
+                # The new path had a row of its own, for example a failed file that
+                # a moved one replaced. The moved item takes its place.
                 self.catalog.delete_items(conn, [prepared.existing.id])
             self.catalog.move_item(conn, reuse.id, self._row_values(prepared, time.time()))
             self.catalog.bump_generation(conn)
@@ -430,22 +430,27 @@ class Ingest:
         problem_paths = {path_bytes(p.path) for p in scan.problems if p.reason != "vanished"}
         prefixes = [path_bytes(root).rstrip(b"/") + b"/" for root in scan.complete_roots]
         vanished_roots = {path_bytes(p.path) for p in scan.problems if p.reason == "vanished"}
-        gone: list[ItemRow] = []
+        # A folder that could not be listed this time (permissions, a network
+        # drive that dropped) keeps its items until it can be read again.
+        unreadable = tuple(p.rstrip(b"/") + b"/" for p in problem_paths)
+        missing: list[ItemRow] = []
         for item in self.catalog.items():
             if item.path_bytes in seen or item.path_bytes in problem_paths:
+                continue
+            if unreadable and item.path_bytes.startswith(unreadable):
                 continue
             if item.path_bytes in self._moved_from:
                 continue
             under_root = any(item.path_bytes.startswith(prefix) for prefix in prefixes)
             if under_root or item.path_bytes in vanished_roots:
-                gone.append(item)
-        if not gone:
+                missing.append(item)
+        if not missing:
             return
-        ids = [item.id for item in gone]
+        ids = [item.id for item in missing]
         with self.catalog.transaction() as conn:
             self.catalog.delete_items(conn, ids)
             self.catalog.bump_generation(conn)
         self.vectors().remove(np.array(ids, dtype=np.int64))
-        self.report.removed += len(gone)
-        for item in gone:
+        self.report.removed += len(missing)
+        for item in missing:
             log.info("removed item %d: %s no longer exists", item.id, item.path)

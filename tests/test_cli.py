@@ -39,7 +39,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, paired: Path) -> Path:
     return index
 
 
-def test_index_reports_every_file_added(built: Path, paired: Path) -> None:
+def test_reindex_reports_all_unchanged(built: Path, paired: Path) -> None:
     total = sum(1 for p in paired.rglob("*") if p.is_file())
     code, out, err = run("index", str(paired), "--index", str(built), "--json")
     assert code == 0, err

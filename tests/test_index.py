@@ -110,7 +110,7 @@ def test_moved_file_keeps_its_vector(open_fake_index, media: Path, fake_encoder)
     assert moved.id == row.id
 
 
-def test_item_query_excludes_itself_and_matches_brute_force(open_fake_index, media: Path) -> None:
+def test_item_query_matches_brute_force(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
     idx.add_paths([media])
     ids, raw = idx.catalog.vectors(idx.dim)
@@ -288,3 +288,24 @@ def test_cluster_run_is_stored(open_fake_index, media: Path) -> None:
 def test_open_missing_index_without_create(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="bindindex index FOLDER"):
         Index.open(tmp_path / "nothing", create=False)
+
+
+def test_unreadable_folder_keeps_its_items(
+    open_fake_index, media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idx = open_fake_index()
+    first = idx.add_paths([media])
+    locked = media / "dog"
+    real_scandir = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("bindindex.scan.os.scandir", scandir)
+    report = idx.add_paths([media])
+    assert report.removed == 0
+    assert report.failed == 1
+    assert report.failures[0].reason == "unreadable"
+    assert idx.vectors().ntotal == first.added

@@ -119,7 +119,7 @@ class ItemRow:
 
     @property
     def fs_path(self) -> Path:
-        """The path as the file system knows it, including non-UTF-8 names."""
+        """The path to open on disk, with non-UTF-8 names restored from the stored bytes."""
         return Path(os.fsdecode(self.path_bytes))
 
 
