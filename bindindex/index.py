@@ -25,6 +25,7 @@ from bindindex.errors import (
 from bindindex.export import export_vectors
 from bindindex.ingest import Failure, IndexReport, Ingest
 from bindindex.media import PREPROCESS_VERSION, load_audio, load_image, sniff, tokenize
+from bindindex.model.config import get_spec
 from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
 from bindindex.store.catalog import Catalog, ItemRow
@@ -284,7 +285,16 @@ class Index:
         """Index the files under ``paths``: add new, re-embed changed, drop deleted ones."""
         if not paths:
             raise UsageError("no path given: name at least one folder or file to index")
+        missing = [str(p) for p in paths if not os.path.lexists(p)]
+        if missing:
+            raise NotFoundError(
+                f"path not found: {', '.join(missing)}; check the spelling. To drop the items "
+                "of a folder that was deleted, index the folder that contained it"
+            )
         self._check_model_name()
+        if self._encoder is None:
+            # An unknown model name fails here, before any file is decoded.
+            get_spec(self.model_name)
         self._acquire_write_lock()
         try:
             self.vectors()
@@ -380,7 +390,13 @@ class Index:
         found = [(i, s) for i, s in found if i not in excluded][:k]
         items = self.catalog.items_by_ids(i for i, _ in found)
         return [
-            Hit(id=i, path=items[i].path, modality=items[i].modality or "unknown", score=s)
+            # Float32 rounding can put a cosine a hair outside [-1, 1].
+            Hit(
+                id=i,
+                path=items[i].path,
+                modality=items[i].modality or "unknown",
+                score=min(1.0, max(-1.0, s)),
+            )
             for i, s in found
             if i in items
         ]
@@ -441,7 +457,7 @@ class Index:
             centroids=result.centroids,
         )
         for warning in result.warnings:
-            log.warning("cluster run %d: %s", run_id, warning)
+            log.info("cluster run %d: %s", run_id, warning)
         return ClusterRun(
             id=run_id,
             k=result.k,

@@ -370,7 +370,7 @@ class Ingest:
                     removed_vectors.append(item_id)
                 self.report.failed += 1
                 self.report.failures.append(Failure(values["path"], error.reason, error.detail))
-                log.warning("failed %s: %s: %s", values["path"], error.reason, error.detail)
+                log.info("failed %s: %s: %s", values["path"], error.reason, error.detail)
             if removed_vectors:
                 self.catalog.bump_generation(conn)
         if removed_vectors:
@@ -423,7 +423,7 @@ class Ingest:
                 self.catalog.upsert_item(conn, values)
                 self.report.failed += 1
                 self.report.failures.append(Failure(values["path"], problem.reason, problem.detail))
-                log.warning("failed %s: %s: %s", values["path"], problem.reason, problem.detail)
+                log.info("failed %s: %s: %s", values["path"], problem.reason, problem.detail)
 
     def _remove_missing(self, scan: ScanResult, seen: set[bytes]) -> None:
         """Delete rows of files that were under a scanned folder and are gone now."""

@@ -101,7 +101,9 @@ def fetch_samples(manifest: Path, dest: Path) -> tuple[int, int]:
                 f"cannot download the demo samples: {host} is unreachable ({reason}). "
                 "Run the demo on a local folder instead: bindindex demo --media FOLDER, where "
                 "FOLDER has one sub-folder per concept (for example dog/ and cat/) holding its "
-                "images and audio"
+                "images and audio. The model weights need the network too: add --checkpoint FILE "
+                "with a local imagebind_huge.pth, or --model imagebind-test for a run without "
+                "weights"
             ) from exc
         digest = _sha256(partial)
         if digest != sample.sha256:

@@ -235,3 +235,29 @@ def test_every_command_has_help_with_example(command: str) -> None:
     assert code == 0
     assert "Example" in out
     assert "--index" in out or command == "demo"
+
+
+def test_index_missing_path_is_usage_error(tmp_path: Path) -> None:
+    code, _, err = run(
+        "index", str(tmp_path / "typo"), "--index", str(tmp_path / "i"), "--model", "imagebind-test"
+    )
+    assert code == 2
+    assert "path not found" in err
+
+
+def test_index_unknown_model_fails_before_decoding(tmp_path: Path, paired: Path) -> None:
+    code, _, err = run("index", str(paired), "--index", str(tmp_path / "i"), "--model", "clip")
+    assert code == 1
+    assert "unknown model 'clip'" in err
+    assert "imagebind-test" in err
+
+
+def test_bad_checkpoint_message(tmp_path: Path, paired: Path) -> None:
+    bogus = tmp_path / "weights.pth"
+    bogus.write_text("not a checkpoint")
+    code, _, err = run(
+        "index", str(paired / "dog"), "--index", str(tmp_path / "i"), "--checkpoint", str(bogus)
+    )
+    assert code == 1
+    assert f"cannot read checkpoint {bogus}" in err
+    assert "torch.save" in err

@@ -145,3 +145,17 @@ def test_demo_downloads_samples_first(tmp_path: Path, served: tuple[str, Path]) 
     assert result.exit_code == 0, result.stderr
     assert "2 downloaded" in result.stderr
     assert "added 2" in result.stdout
+
+
+def test_demo_keeps_media_folders_apart(tmp_path: Path, paired: Path) -> None:
+    first = runner.invoke(
+        app, ["demo", "--media", str(paired / "dog"), "--model", "imagebind-test"]
+    )
+    assert first.exit_code == 0, first.stderr
+    second = runner.invoke(
+        app, ["demo", "--media", str(paired / "cat"), "--model", "imagebind-test"]
+    )
+    assert second.exit_code == 0, second.stderr
+    cat_files = sum(1 for p in (paired / "cat").rglob("*") if p.is_file())
+    assert f"added {cat_files}, updated 0, unchanged 0, removed 0" in second.stdout
+    assert "/dog/" not in second.stdout

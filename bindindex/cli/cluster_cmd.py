@@ -82,6 +82,10 @@ def _print_report(report: dict[str, Any]) -> None:
             f"NMI {_fmt(consistency['nmi'])}, image/audio in the same cluster for "
             f"{_fmt(consistency['cross_modal_agreement'])} of concepts"
         )
+        echo(
+            "per concept: the cluster holding most of its items (majority) and their share; the "
+            "majority clusters of its images and of its audio, and whether they are the same"
+        )
         echo("concept         items  majority  share  image  audio  same")
         for row in consistency["concepts"]:
             echo(

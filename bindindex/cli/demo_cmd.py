@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +39,9 @@ def demo_command(
     index: Annotated[
         Path | None,
         typer.Option(
-            "--index", help="Index folder for the demo. Default: <data home>/demo-index-<model>."
+            "--index",
+            help="Index folder for the demo. Default: a folder per media folder and model "
+            "under <data home>/demo.",
         ),
     ] = None,
     model: ModelOpt = None,
@@ -65,7 +69,10 @@ def demo_command(
         raise typer.BadParameter(f"{media} is not a folder", param_hint="--media")
 
     model_name = model or "imagebind-huge"
-    index_path = index or data_home() / f"demo-index-{model_name}"
+    # One demo index per media folder and model, so that two demo runs on
+    # different folders never mix their items.
+    media_key = hashlib.sha256(os.fsencode(media.resolve())).hexdigest()[:10]
+    index_path = index or data_home() / "demo" / f"{model_name}-{media_key}"
     with Index.open(
         index_path, model=model_name, checkpoint=checkpoint, precision=precision
     ) as idx:
@@ -92,6 +99,12 @@ def demo_command(
         rows = idx.catalog.items(status="indexed")
         concepts = {top_folder_label(row.path, row.root) for row in rows} - {None}
         k = max(2, len(concepts))
-        typer.echo(f"== K-Means with k={k} (one cluster per concept folder)")
+        if concepts:
+            typer.echo(f"== K-Means with k={k} (one cluster per concept folder)")
+        else:
+            typer.echo(
+                f"== K-Means with k={k}: {media} has no concept sub-folders, so there are no "
+                "labels to compare the clusters with"
+            )
         run = idx.cluster(k, labels="top-folder" if concepts else None)
         _print_report(run.as_dict())

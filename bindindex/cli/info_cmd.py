@@ -24,12 +24,15 @@ def info_command(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
         emit_json(info)
         return
     typer.echo(f"index        {info['index']}")
-    typer.echo(f"model        {info['model_name']} ({info['model_id']})")
+    if info["model_id"] is None:
+        typer.echo("model        none yet: no file has been embedded into this index")
+    else:
+        typer.echo(f"model        {info['model_name']} ({info['model_id']})")
     if info["meaningless"]:
         typer.echo(
             "WARNING      built with the random-weight test model: its vectors carry no meaning"
         )
-    typer.echo(f"preprocess   version {info['preprocess_version']}")
+    typer.echo(f"preprocess   version {info['preprocess_version'] or 'n/a'}")
     typer.echo(
         f"index type   {info['index_type']}, {info['vectors']} vectors of dimension {info['dim']}"
     )

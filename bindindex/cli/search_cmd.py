@@ -16,6 +16,7 @@ from bindindex.cli.common import (
     emit_line,
     handle_errors,
     resolve_index,
+    warn,
 )
 
 
@@ -63,6 +64,8 @@ def search_command(
     from bindindex.index import Index
     from bindindex.search import build_terms
 
+    if modality == "text":
+        warn("note: 'bindindex index' stores only images and audio, so no item has modality text")
     terms = build_terms(audio or (), image or (), text or (), item or (), weight or ())
     with Index.open(
         resolve_index(index), model=model, checkpoint=checkpoint, precision=precision, create=False
