@@ -141,22 +141,35 @@ def top_folder_label(path: str, root: str | None) -> str | None:
 def read_label_csv(csv_path: Path) -> dict[str, str]:
     """Read ``path,label`` rows; a first row of ``path,label`` is taken as a header."""
     labels: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    path_column, label_column = 0, 1
     try:
         with open(csv_path, newline="", encoding="utf-8") as handle:
             for number, row in enumerate(csv.reader(handle), start=1):
                 if not row or all(not cell.strip() for cell in row):
                     continue
-                if number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                header = [cell.strip().lower() for cell in row[:2]]
+                if number == 1 and sorted(header) == ["label", "path"]:
+                    path_column, label_column = header.index("path"), header.index("label")
                     continue
-                if len(row) < 2 or not row[1].strip():
+                if len(row) < 2 or not row[label_column].strip():
                     raise UsageError(
                         f"{csv_path}, line {number}: expected 'path,label', found {row!r}"
                     )
-                labels[row[0].strip()] = row[1].strip()
+                path, label = row[path_column].strip(), row[label_column].strip()
+                if path in labels and labels[path] != label:
+                    raise UsageError(
+                        f"{csv_path}, line {number}: {path} is labelled {label!r} here and "
+                        f"{labels[path]!r} on line {first_line[path]}; keep one label per path"
+                    )
+                labels[path] = label
+                first_line.setdefault(path, number)
     except FileNotFoundError as exc:
         raise UsageError(f"label file {csv_path} not found") from exc
     except UnicodeDecodeError as exc:
         raise UsageError(f"label file {csv_path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read label file {csv_path}: {exc.strerror or exc}") from exc
     return labels
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from bindindex.errors import (
     IndexBusyError,
     IndexStateError,
     MediaError,
+    ModelError,
     ModelMismatchError,
     NotFoundError,
     UsageError,
@@ -171,23 +173,12 @@ class Index:
             )
 
     def _check_model(self, encoder: Any) -> None:
-        """Record the model on first use; raise when the index was built with another one."""
+        """Raise when the index was built with another model or preprocessing version."""
         meta = self.catalog.meta()
         recorded = meta.get("model_id")
         if recorded is None:
-            with self.catalog.transaction() as conn:
-                values = {
-                    "model_id": encoder.model_id,
-                    "model_name": encoder.model_name,
-                    "meaningless": "1" if encoder.meaningless else "0",
-                    "preprocess_version": PREPROCESS_VERSION,
-                    "dim": str(encoder.dim),
-                    "created_at": str(time.time()),
-                }
-                if self.checkpoint is not None:
-                    values["checkpoint"] = str(Path(self.checkpoint).resolve())
-                self.catalog.set_meta(values, conn)
-            if self._vectors is not None and self._vectors.dim != encoder.dim:
+            vectors = self._vectors
+            if vectors is not None and vectors.dim != encoder.dim and vectors.ntotal == 0:
                 # The first model fixes the dimension; nothing was stored before it.
                 self._vectors = VectorIndex(encoder.dim)
             return
@@ -204,6 +195,26 @@ class Index:
                 "build a new index"
             )
 
+    def _record_model(self, conn: sqlite3.Connection, encoder: Any) -> None:
+        """Write the model into the index in the transaction of its first vectors.
+
+        Recording it any earlier would bind the index to a model whose weights
+        may still fail to load.
+        """
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'model_id'").fetchone() is not None:
+            return
+        values = {
+            "model_id": encoder.model_id,
+            "model_name": encoder.model_name,
+            "meaningless": "1" if encoder.meaningless else "0",
+            "preprocess_version": PREPROCESS_VERSION,
+            "dim": str(encoder.dim),
+            "created_at": str(time.time()),
+        }
+        if self.checkpoint is not None:
+            values["checkpoint"] = str(Path(self.checkpoint).resolve())
+        self.catalog.set_meta(values, conn)
+
     @property
     def dim(self) -> int:
         stored = self.catalog.get_meta("dim")
@@ -219,11 +230,15 @@ class Index:
         loaded = VectorIndex.load(self.path / VECTORS_FILE, self.dim, generation)
         if loaded is None:
             loaded = self._rebuild_vectors()
+            # Save the rebuilt file only under the write lock. A writer that
+            # already holds the lock keeps it: add_paths releases it at the end.
+            held_before = self._lock_handle is not None
             if self._try_lock():
                 try:
                     loaded.save(self.path / VECTORS_FILE, generation)
                 finally:
-                    self._release_lock()
+                    if not held_before:
+                        self._release_lock()
         self._vectors = loaded
         return loaded
 
@@ -294,7 +309,10 @@ class Index:
         self._check_model_name()
         if self._encoder is None:
             # An unknown model name fails here, before any file is decoded.
-            get_spec(self.model_name)
+            try:
+                get_spec(self.model_name)
+            except ModelError as exc:
+                raise UsageError(str(exc)) from exc
         self._acquire_write_lock()
         try:
             self.vectors()
@@ -304,6 +322,7 @@ class Index:
                 self.vectors,
                 lambda: self.encoder,
                 self._check_model,
+                self._record_model,
                 batch_size=batch_size,
                 workers=workers,
                 retry_failed=retry_failed,
@@ -334,6 +353,8 @@ class Index:
         if term.kind == "text":
             return np.asarray(encoder.embed_tokens(tokenize([term.value])), dtype=np.float32)[0]
         path = Path(term.value)
+        if path.is_dir():
+            raise UsageError(f"query path {path} is a folder; --{term.kind} takes a file")
         if not path.is_file():
             raise NotFoundError(f"query file {path} not found")
         try:
@@ -372,11 +393,17 @@ class Index:
         """
         terms = list(terms)
         check_terms(terms, modality, k)
+        vectors = self.vectors()
+        if vectors.ntotal == 0:
+            # Checked before embedding, so that an empty index never starts a
+            # model download.
+            raise UsageError(
+                f"index {self.path} holds no vectors to search; index some files first"
+            )
         raw = np.stack([self.embed_term(term) for term in terms])  # (n_terms, dim)
         query = combine(raw, np.array([t.weight for t in terms]))  # (dim,)
         excluded = {int(t.value) for t in terms if t.kind == "item"}
 
-        vectors = self.vectors()
         allowed = None
         if modality != "any":
             allowed = np.array(
@@ -385,7 +412,8 @@ class Index:
             )
             if len(allowed) == 0:
                 return []
-        scores, ids = vectors.search(query[None], k + len(excluded), allowed)
+        limit = min(k + len(excluded), vectors.ntotal)
+        scores, ids = vectors.search(query[None], limit, allowed)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         found = [(i, s) for i, s in found if i not in excluded][:k]
         items = self.catalog.items_by_ids(i for i, _ in found)
@@ -393,7 +421,9 @@ class Index:
             # Float32 rounding can put a cosine a hair outside [-1, 1].
             Hit(
                 id=i,
-                path=items[i].path,
+                # fs_path keeps names that are not UTF-8 as surrogate escapes, which
+                # os functions turn back into the original bytes.
+                path=str(items[i].fs_path),
                 modality=items[i].modality or "unknown",
                 score=min(1.0, max(-1.0, s)),
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +117,7 @@ class Ingest:
         vectors: Callable[[], VectorIndex],
         encoder_factory: Callable[[], Any],
         check_model: Callable[[Any], None],
+        record_model: Callable[[sqlite3.Connection, Any], None],
         *,
         batch_size: int = 8,
         workers: int | None = None,
@@ -126,6 +128,7 @@ class Ingest:
         self.vectors = vectors
         self.encoder_factory = encoder_factory
         self.check_model = check_model
+        self.record_model = record_model
         self.batch_size = max(1, batch_size)
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.retry_failed = retry_failed
@@ -304,6 +307,8 @@ class Ingest:
         now = time.time()
         ids: list[int] = []
         with self.catalog.transaction() as conn:
+            if good:
+                self.record_model(conn, encoder)
             for prepared, vector in good:
                 values = self._row_values(prepared, now)
                 values.update(

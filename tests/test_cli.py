@@ -247,7 +247,7 @@ def test_index_missing_path_is_usage_error(tmp_path: Path) -> None:
 
 def test_index_unknown_model_fails_before_decoding(tmp_path: Path, paired: Path) -> None:
     code, _, err = run("index", str(paired), "--index", str(tmp_path / "i"), "--model", "clip")
-    assert code == 1
+    assert code == 2
     assert "unknown model 'clip'" in err
     assert "imagebind-test" in err
 
@@ -261,3 +261,8 @@ def test_bad_checkpoint_message(tmp_path: Path, paired: Path) -> None:
     assert code == 1
     assert f"cannot read checkpoint {bogus}" in err
     assert "torch.save" in err
+    code, out, err = run(
+        "index", str(paired / "dog"), "--index", str(tmp_path / "i"), "--model", "imagebind-test"
+    )
+    assert code == 0, err
+    assert "added" in out

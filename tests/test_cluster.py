@@ -149,3 +149,17 @@ def test_label_csv_errors(tmp_path: Path) -> None:
     bad.write_text("a.jpg\n")
     with pytest.raises(UsageError, match="line 1"):
         read_label_csv(bad)
+
+
+def test_label_csv_swapped_header_and_conflicts(tmp_path: Path) -> None:
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("label,path\ndog,a.jpg\n")
+    assert read_label_csv(swapped) == {"a.jpg": "dog"}
+    conflict = tmp_path / "conflict.csv"
+    conflict.write_text("a.jpg,dog\nb.jpg,cat\na.jpg,cat\n")
+    with pytest.raises(
+        UsageError, match=r"line 3: a\.jpg is labelled 'cat' here and 'dog' on line 1"
+    ):
+        read_label_csv(conflict)
+    with pytest.raises(UsageError, match="cannot read label file"):
+        read_label_csv(tmp_path)

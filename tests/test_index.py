@@ -265,7 +265,7 @@ def test_export_npz_and_parquet(open_fake_index, media: Path, tmp_path: Path) ->
     idx.export(tmp_path / "out.parquet")
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.num_rows == count
-    assert table.column_names == ["id", "path", "modality", "vector", "raw"]
+    assert table.column_names == ["id", "path", "path_bytes", "modality", "vector", "raw"]
     with pytest.raises(UsageError, match=r"\.npz or \.parquet"):
         idx.export(tmp_path / "out.csv")
 
@@ -309,3 +309,78 @@ def test_unreadable_folder_keeps_its_items(
     assert report.failed == 1
     assert report.failures[0].reason == "unreadable"
     assert idx.vectors().ntotal == first.added
+
+
+def test_write_lock_held_for_whole_run(
+    open_fake_index, media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bindindex.ingest import Ingest
+
+    idx = open_fake_index()
+    other = open_fake_index(tmp_path / "index")
+    observed: list[bool] = []
+    real_run = Ingest.run
+
+    def run(self, scan):  # type: ignore[no-untyped-def]
+        observed.append(other._try_lock())
+        return real_run(self, scan)
+
+    monkeypatch.setattr(Ingest, "run", run)
+    idx.add_paths([media / "dog"])
+    assert observed == [False]
+
+
+def test_model_recorded_only_with_vectors(tmp_path: Path, paired: Path) -> None:
+    class BrokenEncoder(FakeEncoder):
+        def embed_images(self, x):  # type: ignore[no-untyped-def]
+            raise RuntimeError("weights failed to load")
+
+    idx = Index.open(tmp_path / "index", model="fake")
+    idx._encoder = BrokenEncoder(model_id="broken@1")
+    with pytest.raises(RuntimeError):
+        idx.add_paths([paired / "dog" / "images"])
+    assert idx.catalog.get_meta("model_id") is None
+    idx._encoder = FakeEncoder()
+    assert idx.add_paths([paired / "dog" / "images"]).added > 0
+    assert idx.catalog.get_meta("model_id") == "fake@1"
+    idx.close()
+
+
+def test_search_empty_index_and_huge_k(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    with pytest.raises(UsageError, match="holds no vectors"):
+        idx.search([QueryTerm("text", "a dog")])
+    idx.add_paths([media / "dog"])
+    hits = idx.search([QueryTerm("text", "a dog")], k=10**11)
+    assert len(hits) == idx.vectors().ntotal
+
+
+def test_non_utf8_name_reopens(open_fake_index, paired: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    name = os.fsencode(folder) + b"/caf\xe9.jpg"
+    with open(name, "wb") as handle:
+        handle.write(next((paired / "dog" / "images").glob("*.jpg")).read_bytes())
+    idx = open_fake_index()
+    assert idx.add_paths([folder]).added == 1
+    hit = idx.search([QueryTerm("text", "x")], k=1)[0]
+    assert os.fsencode(hit.path) == name
+    assert os.path.exists(hit.path)
+    idx.export(tmp_path / "out.npz")
+    exported = np.load(tmp_path / "out.npz")["paths"][0]
+    assert os.fsencode(str(exported)) == name
+    idx.export(tmp_path / "out.parquet")
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("path_bytes")[0].as_py() == name
+
+
+def test_export_to_folder_is_usage_error(open_fake_index, media: Path, tmp_path: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media / "dog"])
+    (tmp_path / "out.npz").mkdir()
+    with pytest.raises(UsageError, match="it is a folder"):
+        idx.export(tmp_path / "out.npz")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="cannot export"):
+        idx.export(blocker / "out.npz")

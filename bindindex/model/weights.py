@@ -407,10 +407,11 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own message suggests weights_only=False, which is wrong advice
+        # for a file that is not a checkpoint at all, so only its type is shown.
         raise WeightsError(
-            f"cannot read checkpoint {path}: {first_line}. Expected a state dict saved with "
-            "torch.save, such as the official imagebind_huge.pth"
+            f"cannot read checkpoint {path}: it is not a state dict saved with torch.save "
+            f"({type(exc).__name__}); expected a file such as the official imagebind_huge.pth"
         ) from exc
     if not mmap:
         logger.info("checkpoint %s is not in the zip format; it was read without mmap", path)
