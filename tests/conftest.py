@@ -33,6 +33,12 @@ def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
+@pytest.fixture
+def isolated_cache(private_home: Path) -> Path:
+    """The cache root (``BINDINDEX_CACHE_DIR``) that this test's private home uses."""
+    return private_home / "cache"
+
+
 @pytest.fixture(scope="session")
 def paired() -> Path:
     if not PAIRED.is_dir():

@@ -17,15 +17,6 @@ START_OF_TEXT = 49406
 END_OF_TEXT = 49407
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("BINDINDEX_CACHE_DIR", str(root))
-    for name in ("BINDINDEX_CHECKPOINT", "BINDINDEX_CHECKPOINT_URL", "BINDINDEX_CHECKPOINT_SHA256"):
-        monkeypatch.delenv(name, raising=False)
-    return root
-
-
 def make_tokens(ends: list[int]) -> torch.Tensor:
     """Build token rows with a start token, ids 1000.. and an end-of-text token at ``ends``."""
     tokens = torch.zeros(len(ends), 77, dtype=torch.int64)

@@ -67,15 +67,6 @@ def wrong_bytes() -> bytes:
     return save_to_bytes(model.state_dict())
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("BINDINDEX_CACHE_DIR", str(root))
-    for name in ("BINDINDEX_CHECKPOINT", "BINDINDEX_CHECKPOINT_URL", "BINDINDEX_CHECKPOINT_SHA256"):
-        monkeypatch.delenv(name, raising=False)
-    return root
-
-
 @dataclasses.dataclass
 class RecordedRequest:
     path: str
