@@ -148,7 +148,10 @@ def test_readers_work_while_writer_runs(big_folder: Path, tmp_path: Path) -> Non
 
 def test_second_writer_exits_with_message(big_folder: Path, tmp_path: Path) -> None:
     index = tmp_path / "index"
-    # One file per batch keeps the first writer busy long enough to be met.
+    # More copies and one file per batch keep the first writer holding the lock
+    # for longer than a second process takes to start.
+    for copy in range(3, 10):
+        shutil.copytree(big_folder / "copy0", big_folder / f"copy{copy}")
     slow = [*_index_command(big_folder, index)[:-1], "1"]
     writer = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     refused = None
