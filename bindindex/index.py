@@ -505,6 +505,86 @@ class Index:
         folder = csv_path.resolve().parent
         return [clustering.csv_label(table, row.path, row.root, folder) for row in rows]
 
+    # -- checking ---------------------------------------------------------------
+
+    def check(self, *, repair: bool = True) -> dict[str, Any]:
+        """Compare the catalog with its vectors and the FAISS file; with ``repair``, fix them.
+
+        Returns the problems found, by kind, with the item ids involved. An
+        indexed item without a vector cannot be repaired here, so it becomes
+        ``pending`` and the next ``index`` run embeds its file again.
+        """
+        if repair:
+            self._acquire_write_lock()
+        try:
+            return self._check(repair)
+        finally:
+            if repair:
+                self._release_lock()
+
+    def _check(self, repair: bool) -> dict[str, Any]:
+        conn = self.catalog.conn
+        without_vector = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT i.id FROM items i LEFT JOIN vectors v ON v.item_id = i.id "
+                "WHERE i.status = 'indexed' AND v.item_id IS NULL"
+            )
+        ]
+        orphan_vectors = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT v.item_id FROM vectors v LEFT JOIN items i ON i.id = v.item_id "
+                "WHERE i.id IS NULL OR i.status != 'indexed'"
+            )
+        ]
+        ids, raw = self.catalog.vectors(self.dim)
+        bad_rows = ~np.isfinite(raw).all(axis=1) | (np.linalg.norm(raw, axis=1) == 0)
+        non_finite = [int(i) for i in ids[bad_rows]]
+
+        generation = self.catalog.vector_generation()
+        on_disk = VectorIndex.load(self.path / VECTORS_FILE, self.dim, generation)
+        expected_ids = sorted(set(ids.tolist()) - set(non_finite))
+        file_state = "ok"
+        if on_disk is None:
+            file_state = "missing, stale or unreadable"
+        elif sorted(on_disk.ids().tolist()) != expected_ids:
+            file_state = "holds other ids than the catalog"
+
+        report: dict[str, Any] = {
+            "items_without_vector": without_vector,
+            "vectors_without_item": orphan_vectors,
+            "non_finite_vectors": non_finite,
+            "vector_file": file_state,
+            "repaired": False,
+        }
+        problems = without_vector or orphan_vectors or non_finite or file_state != "ok"
+        if not repair or not problems:
+            return report
+
+        with self.catalog.transaction() as conn:
+            for item_id in without_vector:
+                # A pending item is embedded again by the next index run.
+                conn.execute(
+                    "UPDATE items SET status = 'pending', size = -1 WHERE id = ?", (item_id,)
+                )
+            for item_id in orphan_vectors:
+                self.catalog.delete_vector(conn, item_id)
+            for item_id in non_finite:
+                self.catalog.delete_vector(conn, item_id)
+                conn.execute(
+                    "UPDATE items SET status = 'failed', reason = 'non_finite', "
+                    "detail = 'stored vector was not finite; removed by check' WHERE id = ?",
+                    (item_id,),
+                )
+            generation = self.catalog.bump_generation(conn)
+        rebuilt = self._rebuild_vectors()
+        rebuilt.save(self.path / VECTORS_FILE, generation)
+        self._vectors = rebuilt
+        report["repaired"] = True
+        log.info("check repaired %s: %s", self.path, report)
+        return report
+
     # -- reading ----------------------------------------------------------------
 
     def item(self, item_id: int) -> ItemRow:

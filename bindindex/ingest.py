@@ -167,6 +167,8 @@ class Ingest:
     def _is_unchanged(self, item: ItemRow, scanned: ScannedFile) -> bool:
         if item.size != scanned.size or item.mtime_ns != scanned.mtime_ns:
             return False
+        if item.status == "pending":
+            return False
         if item.status == "indexed":
             return True
         return not self.retry_failed

@@ -14,7 +14,7 @@ from bindindex.cli.app import app
 
 runner = CliRunner()
 
-COMMANDS = ["index", "search", "cluster", "info", "export", "failures", "demo"]
+COMMANDS = ["index", "search", "cluster", "info", "export", "failures", "check", "demo"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -266,3 +266,19 @@ def test_bad_checkpoint_message(tmp_path: Path, paired: Path) -> None:
     )
     assert code == 0, err
     assert "added" in out
+
+
+def test_check_reports_and_repairs(tmp_path: Path, paired: Path) -> None:
+    index = tmp_path / "i"
+    run("index", str(paired / "dog"), "--index", str(index), "--model", "imagebind-test")
+    code, out, _ = run("check", "--index", str(index))
+    assert code == 0
+    assert "no problems found" in out
+    (index / "vectors.faiss").unlink()
+    code, out, _ = run("check", "--dry-run", "--json", "--index", str(index))
+    assert code == 1
+    assert json.loads(out)["vector_file"] == "missing, stale or unreadable"
+    code, out, _ = run("check", "--index", str(index))
+    assert code == 0
+    assert "repaired" in out
+    assert (index / "vectors.faiss").exists()

@@ -384,3 +384,36 @@ def test_export_to_folder_is_usage_error(open_fake_index, media: Path, tmp_path:
     blocker.write_text("x")
     with pytest.raises(UsageError, match="cannot export"):
         idx.export(blocker / "out.npz")
+
+
+def test_check_finds_and_repairs_disagreements(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    assert idx.check(repair=False)["vector_file"] == "ok"
+    ids, _ = idx.catalog.vectors(idx.dim)
+    lost, poisoned = int(ids[0]), int(ids[1])
+    with idx.catalog.transaction() as conn:
+        idx.catalog.delete_vector(conn, lost)
+        conn.execute(
+            "UPDATE vectors SET raw = ? WHERE item_id = ?",
+            (np.full(idx.dim, np.nan, dtype="<f4").tobytes(), poisoned),
+        )
+    (idx.path / VECTORS_FILE).write_bytes(b"corrupt")
+
+    found = idx.check(repair=False)
+    assert found["items_without_vector"] == [lost]
+    assert found["non_finite_vectors"] == [poisoned]
+    assert found["vector_file"] != "ok"
+    assert found["repaired"] is False
+
+    repaired = idx.check(repair=True)
+    assert repaired["repaired"] is True
+    clean = idx.check(repair=False)
+    assert clean["items_without_vector"] == []
+    assert clean["non_finite_vectors"] == []
+    assert clean["vector_file"] == "ok"
+    assert idx.item(poisoned).reason == "non_finite"
+
+    report = idx.add_paths([media])
+    assert report.updated == 1
+    assert idx.check(repair=False)["items_without_vector"] == []

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from bindindex.cli.check_cmd import check_command
 from bindindex.cli.cluster_cmd import cluster_command
 from bindindex.cli.demo_cmd import demo_command
 from bindindex.cli.index_cmd import failures_command, index_command
@@ -40,6 +41,7 @@ app.command("cluster")(cluster_command)
 app.command("info")(info_command)
 app.command("export")(export_command)
 app.command("failures")(failures_command)
+app.command("check")(check_command)
 app.command("demo")(demo_command)
 
 
