@@ -27,6 +27,7 @@ from bindindex.errors import (
 from bindindex.export import export_vectors
 from bindindex.ingest import Failure, IndexReport, Ingest
 from bindindex.media import PREPROCESS_VERSION, load_audio, load_image, sniff, tokenize
+from bindindex.media.image import DEFAULT_MAX_PIXELS
 from bindindex.model.config import get_spec
 from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
@@ -296,8 +297,13 @@ class Index:
         workers: int | None = None,
         retry_failed: bool = False,
         progress: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> IndexReport:
-        """Index the files under ``paths``: add new, re-embed changed, drop deleted ones."""
+        """Index the files under ``paths``: add new, re-embed changed, drop deleted ones.
+
+        Images with more than ``max_pixels`` pixels are rejected from their
+        header, before any pixel is decoded.
+        """
         if not paths:
             raise UsageError("no path given: name at least one folder or file to index")
         missing = [str(p) for p in paths if not os.path.lexists(p)]
@@ -327,6 +333,7 @@ class Index:
                 workers=workers,
                 retry_failed=retry_failed,
                 progress=progress,
+                max_pixels=max_pixels,
             )
             report = run.run(result)
             self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())

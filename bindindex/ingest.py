@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from bindindex.errors import MediaError
 from bindindex.media import MEDIA_EXTENSIONS, extension_modality, load_audio, load_image, sniff
+from bindindex.media.image import DEFAULT_MAX_PIXELS
 from bindindex.scan import ScannedFile, ScanProblem, ScanResult
 from bindindex.store.catalog import Catalog, ItemRow
 from bindindex.store.vectors import VectorIndex, normalise
@@ -123,6 +124,7 @@ class Ingest:
         workers: int | None = None,
         retry_failed: bool = False,
         progress: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.catalog = catalog
         self.vectors = vectors
@@ -132,6 +134,7 @@ class Ingest:
         self.batch_size = max(1, batch_size)
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.retry_failed = retry_failed
+        self.max_pixels = max_pixels
         self.progress = progress
         self.report = IndexReport()
         self._encoder: Any = None
@@ -208,7 +211,7 @@ class Ingest:
                 prepared.reuse = candidate
                 return prepared
             if detected.modality == "image":
-                image = load_image(path)
+                image = load_image(path, max_pixels=self.max_pixels)
                 prepared.tensor = image.pixels
                 prepared.flags = tuple(image.flags)
                 prepared.width, prepared.height = image.width, image.height

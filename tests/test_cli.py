@@ -282,3 +282,16 @@ def test_check_reports_and_repairs(tmp_path: Path, paired: Path) -> None:
     assert code == 0
     assert "repaired" in out
     assert (index / "vectors.faiss").exists()
+
+
+def test_max_pixels_rejects_large_images(tmp_path: Path, paired: Path) -> None:
+    index = tmp_path / "i"
+    code, out, err = run(
+        "index", str(paired / "dog" / "images"), "--index", str(index),
+        "--model", "imagebind-test", "--max-pixels", "1000", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["added"] == 0
+    assert {f["reason"] for f in report["failures"]} == {"too_many_pixels"}
+    assert all("exceeds the limit of 1000" in f["detail"] for f in report["failures"])

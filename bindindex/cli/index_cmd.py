@@ -38,6 +38,16 @@ def index_command(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Hide the progress bar.")
     ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            "--max-pixels",
+            envvar="BINDINDEX_MAX_PIXELS",
+            min=1,
+            help="Reject images with more pixels than this (width x height) as possible "
+            "decompression bombs, before decoding them.",
+        ),
+    ] = 178_956_970,
     json_output: JsonOpt = False,
 ) -> None:
     """Index images and audio under PATHS: add new files, re-embed changed ones, drop deleted ones.
@@ -53,7 +63,11 @@ def index_command(
         resolve_index(index), model=model, checkpoint=checkpoint, precision=precision
     ) as idx:
         report = idx.add_paths(
-            paths, batch_size=batch_size, retry_failed=retry_failed, progress=not no_progress
+            paths,
+            batch_size=batch_size,
+            retry_failed=retry_failed,
+            progress=not no_progress,
+            max_pixels=max_pixels,
         )
     if json_output:
         emit_json(report.as_dict())
