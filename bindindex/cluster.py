@@ -1,4 +1,4 @@
-"""K-Means over stored vectors and the measures that say how good the clusters are."""
+"""K-Means over stored vectors and the measures of cluster quality."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def kmeans(
     if k < 1:
         raise UsageError(f"invalid k {k}: it must be at least 1")
     if n == 0:
-        raise UsageError("the index holds no vectors to cluster; index some files first")
+        raise UsageError("the index contains no vectors to cluster; index some files first")
     warnings: list[str] = []
     distinct = len(np.unique(np.round(x, 6), axis=0))
     k_used = min(k, distinct)

@@ -17,7 +17,7 @@ def export_vectors(catalog: Catalog, dim: int, target: Path) -> int:
 
     ``vectors`` are unit-normalised (what search uses) and ``raw`` are the model
     outputs as ImageBind returns them. Parquet strings must be UTF-8, so there
-    ``path`` shows other bytes as backslash escapes and ``path_bytes`` holds the
+    ``path`` shows other bytes as backslash escapes and ``path_bytes`` contains the
     exact name. Returns the number of items written.
     """
     suffix = target.suffix.lower()

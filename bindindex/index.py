@@ -185,7 +185,7 @@ class Index:
             return
         if recorded != encoder.model_id:
             raise ModelMismatchError(
-                f"index {self.path} holds vectors of model {recorded}, but the model in use is "
+                f"index {self.path} contains vectors of model {recorded}, but the model in use is "
                 f"{encoder.model_id}; use the same --model/--checkpoint as when it was built, "
                 "or a new --index folder"
             )
@@ -224,7 +224,7 @@ class Index:
     # -- vectors ----------------------------------------------------------------
 
     def vectors(self) -> VectorIndex:
-        """The FAISS index, loaded from its file or rebuilt from the catalog."""
+        """Return the FAISS index, loaded from its file or rebuilt from the catalog."""
         if self._vectors is not None:
             return self._vectors
         generation = self.catalog.vector_generation()
@@ -386,7 +386,7 @@ class Index:
         recorded = self.catalog.get_meta("model_id")
         if recorded is not None and recorded != encoder.model_id:
             raise ModelMismatchError(
-                f"index {self.path} holds vectors of model {recorded}, but the query would be "
+                f"index {self.path} contains vectors of model {recorded}, but the query would be "
                 f"embedded with {encoder.model_id}; pass the --model/--checkpoint the index was "
                 "built with"
             )
@@ -405,7 +405,7 @@ class Index:
             # Checked before embedding, so that an empty index never starts a
             # model download.
             raise UsageError(
-                f"index {self.path} holds no vectors to search; index some files first"
+                f"index {self.path} contains no vectors to search; index some files first"
             )
         raw = np.stack([self.embed_term(term) for term in terms])  # (n_terms, dim)
         query = combine(raw, np.array([t.weight for t in terms]))  # (dim,)
@@ -425,7 +425,7 @@ class Index:
         found = [(i, s) for i, s in found if i not in excluded][:k]
         items = self.catalog.items_by_ids(i for i, _ in found)
         return [
-            # Float32 rounding can put a cosine a hair outside [-1, 1].
+            # Float32 rounding can put a cosine slightly outside [-1, 1].
             Hit(
                 id=i,
                 # fs_path keeps names that are not UTF-8 as surrogate escapes, which
@@ -456,7 +456,7 @@ class Index:
         ids, raw = self.catalog.vectors(self.dim)
         if len(ids) == 0:
             raise UsageError(
-                f"index {self.path} holds no vectors to cluster; index some files first"
+                f"index {self.path} contains no vectors to cluster; index some files first"
             )
         unit = normalise(raw)
         items = self.catalog.items_by_ids(ids.tolist())

@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments(big_folder: Path, tmp_path: Path) -> None:
     total = sum(1 for p in big_folder.rglob("*") if p.is_file())
     rng = random.Random(1234)
 
-    # One complete run tells how long a run takes, to spread the kills over it.
+    # One complete run measures how long a run takes, to spread the kills over it.
     started = time.monotonic()
     subprocess.run(_index_command(big_folder, tmp_path / "timing"), check=True, capture_output=True)
     duration = time.monotonic() - started
@@ -154,18 +154,18 @@ def test_second_writer_exits_with_message(big_folder: Path, tmp_path: Path) -> N
         shutil.copytree(big_folder / "copy0", big_folder / f"copy{copy}")
     slow = [*_index_command(big_folder, index)[:-1], "1"]
     writer = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    refused = None
+    rejected = None
     try:
         deadline = time.monotonic() + 120
         while not (index / "write.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        while writer.poll() is None and refused is None:
+        while writer.poll() is None and rejected is None:
             second = subprocess.run(
                 _index_command(big_folder / "copy0", index), capture_output=True, text=True
             )
             if second.returncode == 1 and writer.poll() is None:
-                refused = second
+                rejected = second
     finally:
         writer.wait()
-    assert refused is not None, "the first writer finished before a second one could start"
-    assert f"is being written by process {writer.pid}" in refused.stderr
+    assert rejected is not None, "the first writer finished before a second one could start"
+    assert f"is being written by process {writer.pid}" in rejected.stderr

@@ -348,7 +348,7 @@ def test_model_recorded_only_with_vectors(tmp_path: Path, paired: Path) -> None:
 
 def test_search_empty_index_and_huge_k(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
-    with pytest.raises(UsageError, match="holds no vectors"):
+    with pytest.raises(UsageError, match="contains no vectors"):
         idx.search([QueryTerm("text", "a dog")])
     idx.add_paths([media / "dog"])
     hits = idx.search([QueryTerm("text", "a dog")], k=10**11)
