@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -226,8 +227,6 @@ class Ingest:
             prepared.error = MediaError(
                 path, "vanished", f"file disappeared before decoding: {exc}"
             )
-        except PermissionError as exc:
-            prepared.error = MediaError(path, "unreadable", str(exc))
         except OSError as exc:
             prepared.error = MediaError(path, "unreadable", str(exc))
         return prepared
@@ -238,12 +237,11 @@ class Ingest:
         """Yield prepared files in scan order, decoding a bounded window ahead."""
         window = max(2 * self.batch_size, 2 * self.workers)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            pending: list[Future[_Prepared]] = []
-            iterator = iter(todo)
-            for scanned, existing in iterator:
+            pending: deque[Future[_Prepared]] = deque()
+            for scanned, existing in todo:
                 pending.append(pool.submit(self._prepare, scanned, existing))
                 if len(pending) >= window:
-                    yield pending.pop(0).result()
+                    yield pending.popleft().result()
             for future in pending:
                 yield future.result()
 
