@@ -20,11 +20,10 @@ class UsageError(BindIndexError):
 class MediaError(BindIndexError):
     """A file that cannot be turned into model input.
 
-    ``reason`` is a stable machine-readable code stored in the catalog
-    (``empty``, ``too_short``, ``truncated``, ``undecodable``,
-    ``unsupported_format``, ``too_many_pixels``, ``non_finite``,
-    ``unreadable``, ``vanished``, ``not_media``); ``detail`` is the decoder's
-    own message.
+    ``reason`` is a stable machine-readable code that the catalog stores, such
+    as ``empty``, ``truncated``, ``undecodable``, ``unsupported_format``,
+    ``too_many_pixels``, ``non_finite``, ``unreadable`` or ``vanished``.
+    ``detail`` is the decoder's own message.
     """
 
     def __init__(self, path: str | Path, reason: str, detail: str) -> None:

@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_home() -> Path:
-    """The folder for bindindex's own data; ``BINDINDEX_HOME`` moves it."""
+    """Return the folder for bindindex's own data, which ``BINDINDEX_HOME`` moves."""
     override = os.environ.get("BINDINDEX_HOME")
     return Path(override) if override else Path(platformdirs.user_data_dir("bindindex"))
 
