@@ -42,8 +42,8 @@ def kmeans(
 ) -> KMeansResult:
     """Cluster unit vectors ``x`` (n, d) with FAISS K-Means.
 
-    A k above the number of distinct vectors is clamped to that number, and the
-    result says so in ``warnings``.
+    A k above the number of distinct vectors is clamped to that number, and
+    ``warnings`` states the k used.
     """
     n = len(x)
     if k < 1:
@@ -127,7 +127,7 @@ def sizes_by_modality(
 
 
 def top_folder_label(path: str, root: str | None) -> str | None:
-    """The first folder below the indexed root, or None for a file directly in it."""
+    """Return the first folder below the indexed root, or None for a file directly in it."""
     if root is None:
         return None
     try:

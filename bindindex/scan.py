@@ -55,8 +55,8 @@ def scan(paths: list[Path], *, skip: list[Path] | None = None) -> ScanResult:
     seen_files: set[tuple[int, int]] = set()
     skip_real = {os.path.realpath(p) for p in (skip or [])}
 
-    for given in paths:
-        root = Path(os.path.abspath(given))
+    for requested in paths:
+        root = Path(os.path.abspath(requested))
         try:
             st = root.stat()
         except FileNotFoundError:

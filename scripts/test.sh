@@ -10,9 +10,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
 
-# torchaudio 2.9.1 pins torch 2.9.1 exactly, and the parity tests need it as the
-# reference for resampling and filterbanks; torch and torchvision go first so
-# that pip does not pick a newer torch that torchaudio cannot follow.
+# The parity tests use torchaudio 2.9.1 as the reference for resampling and
+# filterbanks, and it pins torch 2.9.1 exactly. torch and torchvision go first,
+# so that pip does not pick a newer torch that torchaudio cannot follow.
 pip install -q "torch==2.9.1" "torchvision==0.24.1"
 pip install -q "torch==2.9.1" "torchaudio==2.9.1"
 pip install -q -e ".[test]" "torch==2.9.1" "torchvision==0.24.1" "torchaudio==2.9.1"

@@ -31,7 +31,8 @@ def configure(
     ] = 0,
 ) -> None:
     """Index images and audio in ImageBind's joint space, search across modalities, cluster."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    level = levels.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 

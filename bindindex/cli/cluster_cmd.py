@@ -58,12 +58,14 @@ def _print_report(report: dict[str, Any]) -> None:
     echo(f"cluster run {report['run']}: k={report['k']} over {report['n_items']} items")
     echo(f"inertia     {_fmt(report['inertia'])}")
     echo(f"silhouette  {_fmt(report['silhouette'])}")
+
     echo("sizes by modality:")
     for row in report["sizes"]:
         parts = ", ".join(
             f"{key} {value}" for key, value in row.items() if key not in ("cluster", "size")
         )
         echo(f"  cluster {row['cluster']}: {row['size']} ({parts})")
+
     cross = report["cross_modal"]
     echo("cross-modal cosine (mean):")
     echo(
@@ -75,6 +77,7 @@ def _print_report(report: dict[str, Any]) -> None:
             f"  matched concept pairs {_fmt(cross['matched'])}, unmatched {_fmt(cross['unmatched'])}, "
             f"gap {_fmt(cross['gap'])}"
         )
+
     consistency = report.get("consistency")
     if consistency:
         echo(

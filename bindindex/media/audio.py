@@ -26,7 +26,7 @@ import torch
 
 from bindindex.errors import MediaError
 from bindindex.media import fbank
-from bindindex.media.detect import SNIFF_BYTES, Detected, sniff_after_id3, sniff_bytes
+from bindindex.media.detect import Detected, open_with_head, sniff_after_id3, sniff_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +106,8 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, AudioIn
     # NOTE: the whole file is decoded into memory at 4 bytes per sample and
     # channel (about 1.4 GB for an hour of 48 kHz stereo), although load_audio
     # uses only three 2 s clips of it.
+    file, head = open_with_head(path)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed in the finally block
-    except FileNotFoundError as error:
-        raise MediaError(path, "vanished", "the file no longer exists") from error
-    except OSError as error:
-        raise MediaError(path, "unreadable", f"failed to open the file: {error}") from error
-
-    try:
-        head = file.read(SNIFF_BYTES)
-        if not head:
-            raise MediaError(path, "empty", "the file is empty (0 bytes)")
         try:
             with soundfile.SoundFile(_native_path(path)) as sound:
                 _check_sample_rate(path, sound.samplerate)

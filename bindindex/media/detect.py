@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
+from bindindex.errors import MediaError
+
 Modality = Literal["image", "audio"]
 
 # Bytes read from the start of a file. Every signature below fits in this window,
@@ -296,3 +298,25 @@ def _sniff_text(head: bytes) -> Detected | None:
     if lowered.startswith(("<!doctype html", "<html", "<head", "<body")):
         return Detected(None, "HTML")
     return Detected(None, "text")
+
+
+def open_with_head(path: str | os.PathLike[str]) -> tuple[BinaryIO, bytes]:
+    """Open ``path`` for decoding and read its first SNIFF_BYTES; the caller closes the file.
+
+    Raises MediaError with reason "vanished", "unreadable" or "empty".
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - returned open to the caller
+    except FileNotFoundError as error:
+        raise MediaError(path, "vanished", "the file no longer exists") from error
+    except OSError as error:
+        raise MediaError(path, "unreadable", f"failed to open the file: {error}") from error
+    try:
+        head = file.read(SNIFF_BYTES)
+    except OSError as error:
+        file.close()
+        raise MediaError(path, "unreadable", f"failed to read the file: {error}") from error
+    if not head:
+        file.close()
+        raise MediaError(path, "empty", "the file is empty (0 bytes)")
+    return file, head

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from bindindex.errors import MediaError
-from bindindex.media.detect import SNIFF_BYTES, sniff_bytes
+from bindindex.media.detect import open_with_head, sniff_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +99,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     * "non_finite": a float image contains NaN or infinity.
     * "undecodable": anything else that does not decode, including non-images.
     """
+    file, head = open_with_head(path)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed in the finally block
-    except FileNotFoundError as error:
-        raise MediaError(path, "vanished", "the file no longer exists") from error
-    except OSError as error:
-        raise MediaError(path, "unreadable", f"failed to open the file: {error}") from error
-
-    try:
-        head = file.read(SNIFF_BYTES)
-        if not head:
-            raise MediaError(path, "empty", "the file is empty (0 bytes)")
         file.seek(0)
         image, image_format, flags = _decode(path, file, head, max_pixels)
     finally:

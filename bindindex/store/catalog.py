@@ -269,10 +269,10 @@ class Catalog:
         return [_row_to_item(row) for row in rows]
 
     def items_by_ids(self, ids: Iterable[int]) -> dict[int, ItemRow]:
-        wanted = list(dict.fromkeys(int(i) for i in ids))
+        requested = list(dict.fromkeys(int(i) for i in ids))
         found: dict[int, ItemRow] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        for start in range(0, len(requested), 500):
+            chunk = requested[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 f"SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({marks})", chunk
@@ -382,16 +382,16 @@ class Catalog:
             ).fetchall()
         else:
             rows = []
-            wanted = [int(i) for i in ids]
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+            requested = [int(i) for i in ids]
+            for start in range(0, len(requested), 500):
+                chunk = requested[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows.extend(
                     self.conn.execute(
                         f"SELECT item_id, raw FROM vectors WHERE item_id IN ({marks})", chunk
                     ).fetchall()
                 )
-            order = {item_id: n for n, item_id in enumerate(wanted)}
+            order = {item_id: n for n, item_id in enumerate(requested)}
             rows.sort(key=lambda row: order[int(row[0])])
         id_array = np.array([int(row[0]) for row in rows], dtype=np.int64)
         return id_array, decode_vectors([row[1] for row in rows], dim)

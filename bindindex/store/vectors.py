@@ -1,8 +1,8 @@
 """The FAISS index of unit-normalised vectors, keyed by catalog item id.
 
-The index is a cache of the catalog's ``vectors`` table. Its file carries the
-catalog's vector generation in a sidecar; when the file is missing, stale or
-unreadable it is rebuilt from the catalog instead of trusted.
+The index is a cache of the catalog's ``vectors`` table. A sidecar next to its
+file records the catalog's vector generation. When the file is missing, stale or
+unreadable, it is rebuilt from the catalog instead of trusted.
 """
 
 from __future__ import annotations
@@ -117,7 +117,10 @@ class VectorIndex:
             return None
         if stamp.get("ntotal") != index.ntotal:
             log.warning(
-                "vector index %s holds %d vectors, sidecar says %s", path, index.ntotal, stamp
+                "vector index %s contains %d vectors, but its sidecar records %s",
+                path,
+                index.ntotal,
+                stamp,
             )
             return None
         loaded = cls(dim)
