@@ -365,7 +365,7 @@ LOADS = {
     "rf64_pcm32.wav": ("short",),
     "silent_float32_digital_zero.wav": ("short", "silent"),
     "speech_pcm16_48k.wav": (),
-    "truncated_data_early_eof.wav": ("short",),
+    "truncated_data_early_eof.wav": ("short", "partial"),
     "u8_pcm_stereo_32k.wav": ("downmixed",),
     "ulaw_8k_mono.wav": ("short",),
     "very_short_0.35s.wav": ("short",),
@@ -376,7 +376,7 @@ MAY_LOAD = {"10_mp3_stereo_44k1_3s.mp3", "mp3_mono_64k_id3v24.mp3"}
 REJECTS = {
     "04_empty_audio_0frames_16k.wav": ("empty", "no audio frames"),
     "11_text_named_wav.wav": ("undecodable", "not an audio file: content is text"),
-    "11_zero_bytes.wav": ("empty", "0 bytes"),
+    "11_zero_bytes.wav": ("undecodable", "0 bytes"),
     "aac_adts_raw.aac": ("unsupported_format", "AAC (ADTS)"),
     "aac_in_3gp_container.m4a": ("unsupported_format", "3GP"),
     "git_lfs_pointer_not_audio.wav": ("undecodable", "Git LFS pointer"),
@@ -384,7 +384,7 @@ REJECTS = {
     "ogg_container_flac_codec.ogg": ("unsupported_format", "Ogg FLAC"),
     "speex.spx": ("unsupported_format", "Ogg Speex"),
     "webm_opus_audio.webm": ("unsupported_format", "WebM"),
-    "zero_bytes.wav": ("empty", "0 bytes"),
+    "zero_bytes.wav": ("undecodable", "0 bytes"),
 }
 
 
@@ -423,3 +423,72 @@ def test_edge_table_covers_every_audio_file() -> None:
     present = {p.name for p in EDGE_AUDIO.iterdir()}
     present |= {p.name for p in CASES.iterdir() if p.suffix in (".wav", ".mp3")}
     assert present == set(LOADS) | set(REJECTS) | MAY_LOAD
+
+
+@pytest.mark.parametrize(
+    ("container", "subtype", "suffix"),
+    [("WAV", "PCM_16", ".wav"), ("WAV", "FLOAT", ".wav"), ("RF64", "PCM_24", ".wav"),
+     ("AIFF", "PCM_16", ".aif")],
+)  # fmt: skip
+def test_cut_file_is_partial(tmp_path: Path, container: str, subtype: str, suffix: str) -> None:
+    signal = np.sin(np.linspace(0, 2000, 3 * 16000)).astype(np.float32)
+    whole = tmp_path / f"whole{suffix}"
+    soundfile.write(whole, signal, 16000, format=container, subtype=subtype)
+    cut = tmp_path / f"cut{suffix}"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+
+    assert "partial" not in load_audio(whole).flags
+    loaded = load_audio(cut)
+    assert "partial" in loaded.flags
+    assert 1.0 < loaded.duration_s < 2.0
+    assert torch.isfinite(loaded.clips).all()
+
+
+def test_cut_flac_keeps_frames_before_the_cut(tmp_path: Path) -> None:
+    signal = np.sin(np.linspace(0, 2000, 3 * 16000)).astype(np.float32)
+    whole = tmp_path / "whole.flac"
+    soundfile.write(whole, signal, 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    loaded = load_audio(cut)
+    assert "partial" in loaded.flags
+    assert 0.5 < loaded.duration_s < 1.6
+
+
+# Sample formats and tolerances (one quantisation step) for the decode matrix.
+SUBTYPES = {
+    ("WAV", "PCM_U8"): 2 / 256,
+    ("WAV", "PCM_16"): 2 / 32768,
+    ("WAV", "PCM_24"): 2 / 2**23,
+    ("WAV", "FLOAT"): 1e-7,
+    ("WAV", "DOUBLE"): 1e-7,
+    ("FLAC", "PCM_16"): 2 / 32768,
+    ("AIFF", "PCM_16"): 2 / 32768,
+}
+
+
+@pytest.mark.parametrize(("container", "subtype"), sorted(SUBTYPES))
+@pytest.mark.parametrize("channels", [1, 6])
+@pytest.mark.parametrize("rate", [8000, 96000])
+def test_decode_matrix_keeps_every_channel(
+    tmp_path: Path, container: str, subtype: str, channels: int, rate: int
+) -> None:
+    # A tone in the last channel only: decoding one channel would lose it.
+    seconds = 2.5
+    t = np.arange(int(seconds * rate), dtype=np.float64) / rate
+    signal = np.zeros((len(t), channels))
+    signal[:, -1] = 0.8 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / f"tone.{container.lower()}"
+    soundfile.write(path, signal, rate, format=container, subtype=subtype)
+
+    mono, decoded_rate, info = decode_audio(path)
+    assert decoded_rate == rate
+    assert info.channels == channels
+    assert mono.dtype == np.float32
+    np.testing.assert_allclose(mono, signal.mean(axis=1), atol=SUBTYPES[container, subtype])
+    loaded = load_audio(path)
+    assert "silent" not in loaded.flags
+    assert ("downmixed" in loaded.flags) == (channels > 1)
+    assert loaded.duration_s == pytest.approx(seconds)
+    assert torch.isfinite(loaded.clips).all()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO, Final
@@ -47,6 +48,11 @@ SILENCE_PEAK: Final = 1e-5
 # keeps about 600 taps per output sample.
 MAX_SAMPLE_RATE: Final = 768_000
 
+_MAX_CHUNKS: Final = 64
+# Frames per read when recovering the readable start of a damaged file.
+_RECOVERY_BLOCK: Final = 4096
+_ESTIMATED_LENGTH_FORMATS: Final = frozenset({"MP3", "MPEG"})
+
 # libsndfile reads MP3 from this version on.
 _LIBSNDFILE_MP3_VERSION: Final = (1, 1, 0)
 # libsndfile 1.2.2 claims Ogg FLAC support but fails on valid files with "unknown
@@ -63,6 +69,9 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    # Set when the container promises more audio than the file holds, as in an
+    # interrupted download; the frames that are present were decoded.
+    partial: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -77,7 +86,8 @@ class AudioInput:
     log-mel features. ``sample_rate``, ``channels`` and ``duration_s`` describe
     the file before resampling and downmixing. ``flags`` may contain "short"
     (shorter than 2 s, so the clips are padded), "silent" (peak amplitude below
-    -100 dBFS) and "downmixed" (more than one channel).
+    -100 dBFS), "downmixed" (more than one channel) and "partial" (the file ends
+    before the audio data its header declares; what is there was used).
     """
 
     clips: torch.Tensor
@@ -111,18 +121,28 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, AudioIn
         try:
             with soundfile.SoundFile(_native_path(path)) as sound:
                 _check_sample_rate(path, sound.samplerate)
-                samples = sound.read(dtype="float32", always_2d=True)  # (frames, channels)
+                samples, shortfall = _read_samples(sound)  # (frames, channels)
+                shortfall = shortfall or _missing_data(file, head)
+                # An MP3's frame count is an estimate from its bitrate, so only
+                # formats that store an exact count are compared with it.
+                exact_count = sound.format not in _ESTIMATED_LENGTH_FORMATS
+                if shortfall is None and exact_count and 0 < samples.shape[0] < sound.frames:
+                    missing = sound.frames - samples.shape[0]
+                    shortfall = f"{missing} of {sound.frames} frames are missing"
                 info = AudioInfo(
                     sample_rate=sound.samplerate,
                     channels=sound.channels,
                     frames=samples.shape[0],
                     format=sound.format,
                     subtype=sound.subtype,
+                    partial=shortfall is not None,
                 )
         except (RuntimeError, ValueError) as error:
             raise _decode_error(path, file, head, error) from error
     finally:
         file.close()
+    if shortfall is not None and info.frames > 0:
+        logger.warning("%s is incomplete, %s; decoded the rest", path, shortfall)
 
     if info.frames == 0:
         raise MediaError(path, "empty", f"the {info.format} header declares no audio frames")
@@ -133,6 +153,79 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, AudioIn
     # Averaging keeps every channel's content. A single channel is passed through.
     mono = samples.mean(axis=1, dtype=np.float32) if info.channels > 1 else samples[:, 0]
     return np.ascontiguousarray(mono), info.sample_rate, info  # (frames,)
+
+
+def _read_samples(sound: soundfile.SoundFile) -> tuple[np.ndarray, str | None]:
+    """Read every frame as float32 (frames, channels).
+
+    When decoding fails part way, as a FLAC file cut short does ("lost sync"),
+    the file is read again block by block to keep the frames before the fault.
+    Returns the samples and, in that case, what went wrong.
+    """
+    try:
+        return sound.read(dtype="float32", always_2d=True), None
+    except RuntimeError as error:
+        sound.seek(0)
+        blocks: list[np.ndarray] = []
+        try:
+            while True:
+                block = sound.read(_RECOVERY_BLOCK, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                blocks.append(block)
+        except RuntimeError:
+            pass
+        if not blocks:
+            raise error from None
+        samples = np.concatenate(blocks)
+        return samples, f"decoding stopped after {len(samples)} frames ({error})"
+
+
+def _missing_data(file: BinaryIO, head: bytes) -> str | None:
+    """Compare the audio data size a WAV, RF64 or AIFF header declares with the file size.
+
+    libsndfile quietly shortens a data chunk that runs past the end of the
+    file, so a truncated download decodes without error, and only the header shows it.
+    Returns how much is missing, or None when nothing is (or for other formats).
+    """
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        order, data_id = "<", b"data"
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        order, data_id = ">", b"SSND"
+    else:
+        return None
+    try:
+        size = os.fstat(file.fileno()).st_size
+        rf64_data_size: int | None = None
+        offset = 12
+        # A valid file has a handful of chunks; the bound stops a corrupt header
+        # from sending the walk through millions of tiny chunks.
+        for _ in range(_MAX_CHUNKS):
+            file.seek(offset)
+            header = file.read(8)
+            if len(header) < 8:
+                return None
+            chunk_id = header[:4]
+            (chunk_size,) = struct.unpack(order + "I", header[4:])
+            if chunk_id == b"ds64":
+                body = file.read(16)
+                if len(body) == 16:
+                    rf64_data_size = struct.unpack("<Q", body[8:16])[0]
+            elif chunk_id == data_id:
+                declared = chunk_size
+                if head[:4] == b"RF64" and chunk_size == 0xFFFFFFFF and rf64_data_size:
+                    declared = rf64_data_size
+                elif chunk_size in (0, 0xFFFFFFFF):
+                    # Writers that stream (or crash) leave these placeholders.
+                    return None
+                present = size - (offset + 8)
+                if present < declared:
+                    return f"{declared - present} of {declared} bytes of audio data are missing"
+                return None
+            offset += 8 + chunk_size + (chunk_size & 1)
+    except OSError:
+        return None
+    return None
 
 
 def _native_path(path: str | os.PathLike[str]) -> str | bytes:
@@ -213,6 +306,8 @@ def load_audio(path: str | os.PathLike[str]) -> AudioInput:
         flags.append("silent")
     if info.channels > 1:
         flags.append("downmixed")
+    if info.partial:
+        flags.append("partial")
 
     clips = clip_features(waveform, sample_rate)  # (3, 1, 128, 204)
     if not torch.isfinite(clips).all():
