@@ -25,7 +25,7 @@ from bindindex.media.text import Tokenizer, default_tokenizer, tokenize
 # Stored in the index with every vector. Increase it whenever a change here can
 # alter the tensors that load_image, load_audio or tokenize return, so that
 # vectors from the old preprocessing are not mixed with new ones.
-PREPROCESS_VERSION: Final = "1"
+PREPROCESS_VERSION: Final = "2"
 
 __all__ = [
     "AUDIO_EXTENSIONS",
