@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bindindex.errors import MediaError
 from bindindex.media import MEDIA_EXTENSIONS, extension_modality, load_audio, load_image, sniff
+from bindindex.media.detect import EMPTY_FILE_DETAIL
 from bindindex.media.image import DEFAULT_MAX_PIXELS
 from bindindex.scan import ScannedFile, ScanProblem, ScanResult
 from bindindex.store.catalog import Catalog, ItemRow
@@ -184,7 +185,7 @@ class Ingest:
         path = scanned.path
         try:
             if scanned.size == 0:
-                raise MediaError(path, "empty", "file is empty (0 bytes)")
+                raise MediaError(path, "undecodable", EMPTY_FILE_DETAIL)
             detected = sniff(path)
             prepared.modality = detected.modality
             prepared.format = detected.format
@@ -409,9 +410,19 @@ class Ingest:
         if not problems:
             return
         now = time.time()
+        dropped: list[int] = []
         with self.catalog.transaction() as conn:
             for problem in problems:
                 if problem.reason == "vanished":
+                    continue
+                existing = self.catalog.item_by_path(path_bytes(problem.path))
+                if problem.reason != "broken_link" and existing is not None:
+                    # An indexed file that cannot be read this time (permissions,
+                    # a dropped network drive) keeps its item and vector.
+                    self.report.failed += 1
+                    self.report.failures.append(
+                        Failure(existing.path, problem.reason, problem.detail)
+                    )
                     continue
                 values = {
                     "path": display_path(problem.path),
@@ -428,10 +439,19 @@ class Ingest:
                     "flags": (),
                     "indexed_at": now,
                 }
-                self.catalog.upsert_item(conn, values)
+                item_id = self.catalog.upsert_item(conn, values)
+                if existing is not None and existing.status == "indexed":
+                    # The file was replaced by a link that leads nowhere: its
+                    # vector describes content that can no longer be opened.
+                    self.catalog.delete_vector(conn, item_id)
+                    dropped.append(item_id)
                 self.report.failed += 1
                 self.report.failures.append(Failure(values["path"], problem.reason, problem.detail))
                 log.info("failed %s: %s: %s", values["path"], problem.reason, problem.detail)
+            if dropped:
+                self.catalog.bump_generation(conn)
+        if dropped:
+            self.vectors().remove(np.array(dropped, dtype=np.int64))
 
     def _remove_missing(self, scan: ScanResult, seen: set[bytes]) -> None:
         """Delete rows of files that were under a scanned folder and are gone now."""

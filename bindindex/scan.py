@@ -7,6 +7,7 @@ and reports broken links instead of skipping them silently.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -116,16 +117,20 @@ def _walk_dir(
             entry_stat = entry.stat(follow_symlinks=True)
         except FileNotFoundError:
             if entry.is_symlink():
-                target = os.readlink(entry.path)
-                result.problems.append(
-                    ScanProblem(path, root, "unreadable", f"broken symbolic link to {target}")
-                )
+                target = os.fsdecode(os.readlink(entry.path))
+                detail = f"broken symbolic link to {target}; fix or remove the link"
+                result.problems.append(ScanProblem(path, root, "broken_link", detail))
             else:
                 result.problems.append(
                     ScanProblem(path, root, "vanished", "removed during the scan")
                 )
             continue
         except OSError as exc:
+            if exc.errno == errno.ELOOP and entry.is_symlink():
+                # A link that resolves to itself, directly or through others.
+                detail = "symbolic link loops back to itself; fix or remove the link"
+                result.problems.append(ScanProblem(path, root, "broken_link", detail))
+                continue
             result.problems.append(ScanProblem(path, root, "unreadable", str(exc)))
             continue
 

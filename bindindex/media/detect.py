@@ -79,6 +79,9 @@ _TEXT_DESCRIPTIONS: Final = {
 }
 
 EMPTY: Final = Detected(None, "empty")
+# The reason for a file of 0 bytes is "undecodable", like any other file that
+# contains no media; "empty" means a valid header that declares no content.
+EMPTY_FILE_DETAIL: Final = "the file is empty (0 bytes); there is nothing to decode"
 
 
 def extension_modality(path: str | os.PathLike[str]) -> Modality | None:
@@ -303,7 +306,8 @@ def _sniff_text(head: bytes) -> Detected | None:
 def open_with_head(path: str | os.PathLike[str]) -> tuple[BinaryIO, bytes]:
     """Open ``path`` for decoding and read its first SNIFF_BYTES; the caller closes the file.
 
-    Raises MediaError with reason "vanished", "unreadable" or "empty".
+    Raises MediaError with reason "vanished", "unreadable" or "undecodable" (for
+    a file of 0 bytes, which no decoder can read).
     """
     try:
         file = open(path, "rb")  # noqa: SIM115 - returned open to the caller
@@ -318,5 +322,5 @@ def open_with_head(path: str | os.PathLike[str]) -> tuple[BinaryIO, bytes]:
         raise MediaError(path, "unreadable", f"failed to read the file: {error}") from error
     if not head:
         file.close()
-        raise MediaError(path, "empty", "the file is empty (0 bytes)")
+        raise MediaError(path, "undecodable", EMPTY_FILE_DETAIL)
     return file, head
