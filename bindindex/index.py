@@ -33,6 +33,7 @@ from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
 from bindindex.store.catalog import Catalog, ItemRow
 from bindindex.store.vectors import INDEX_TYPE, VectorIndex, normalise
+from bindindex.vector_import import ImportReport, import_rows, read_vector_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ CATALOG_FILE = "catalog.db"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
 PRECISIONS = ("fp32", "bf16")
+# The modalities an imported vector can claim; "text" rows are searchable too.
+IMPORT_MODALITIES = ("image", "audio", "text")
 
 
 @dataclass
@@ -337,6 +340,58 @@ class Index:
             )
             report = run.run(result)
             self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+            return report
+        finally:
+            self._release_lock()
+
+    def import_vectors(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        modality: str,
+        names: Sequence[str] | None = None,
+    ) -> ImportReport:
+        """Add the rows of a ``.npy`` file as items of ``modality``.
+
+        The rows must be embeddings of this index's model (the same dimension
+        is checked; the same model cannot be). Each row becomes an item named
+        ``vectors:FILE#N``, or ``vectors:FILE#NAME`` with ``names``; importing
+        the same file again replaces its rows' vectors and keeps their ids.
+        """
+        if modality not in IMPORT_MODALITIES:
+            raise UsageError(
+                f"unknown modality {modality!r}; use one of {', '.join(IMPORT_MODALITIES)}"
+            )
+        source = Path(path).resolve()
+        self._check_model_name()
+        self._acquire_write_lock()
+        try:
+            encoder = self.encoder
+            self._check_model(encoder)
+            vectors = self.vectors()
+            rows = read_vector_file(source, encoder.dim)  # (n, dim)
+            labels = [str(i) for i in range(len(rows))] if names is None else list(names)
+            if len(labels) != len(rows):
+                raise UsageError(
+                    f"{len(labels)} names for {len(rows)} rows in {source}; give one name per row"
+                )
+            if len(set(labels)) != len(labels):
+                raise UsageError("the names are not unique; each row needs its own name")
+            report = import_rows(
+                self.catalog,
+                vectors,
+                source,
+                rows,
+                modality=modality,
+                labels=labels,
+                model_id=encoder.model_id,
+                record_model=lambda conn: self._record_model(conn, encoder),
+            )
+            self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+            log.info(
+                "imported %d vectors from %s as %s items (%d failed)",
+                report.imported, source, modality, report.failed,
+            )  # fmt: skip
             return report
         finally:
             self._release_lock()

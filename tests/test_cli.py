@@ -14,7 +14,7 @@ from bindindex.cli.app import app
 
 runner = CliRunner()
 
-COMMANDS = ["index", "search", "cluster", "info", "export", "failures", "check", "demo"]
+COMMANDS = sorted(c.name for c in app.registered_commands if c.name)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -10,6 +10,7 @@ import typer
 from bindindex.cli.check_cmd import check_command
 from bindindex.cli.cluster_cmd import cluster_command
 from bindindex.cli.demo_cmd import demo_command
+from bindindex.cli.import_cmd import import_command
 from bindindex.cli.index_cmd import failures_command, index_command
 from bindindex.cli.info_cmd import export_command, info_command
 from bindindex.cli.search_cmd import search_command
@@ -42,6 +43,7 @@ app.command("cluster")(cluster_command)
 app.command("info")(info_command)
 app.command("export")(export_command)
 app.command("failures")(failures_command)
+app.command("import")(import_command)
 app.command("check")(check_command)
 app.command("demo")(demo_command)
 
