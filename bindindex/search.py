@@ -69,6 +69,8 @@ def check_terms(terms: list[QueryTerm], modality: str, k: int) -> None:
     for term in terms:
         if not np.isfinite(term.weight):
             raise UsageError(f"invalid weight {term.weight} for {term.kind} {term.value!r}")
+        if term.kind == "text" and not term.value.strip():
+            raise UsageError("empty --text query: give some words to search for")
 
 
 def build_terms(

@@ -158,6 +158,14 @@ def test_cancelling_weights_are_rejected(open_fake_index, media: Path) -> None:
         idx.search([QueryTerm("item", item, 1.0), QueryTerm("item", item, -1.0)])
 
 
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_blank_text_query_is_rejected(open_fake_index, media: Path, text: str) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    with pytest.raises(UsageError, match="empty --text query"):
+        idx.search([QueryTerm("text", text)])
+
+
 def test_unknown_item_query(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
     idx.add_paths([media])
