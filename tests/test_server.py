@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -392,11 +392,16 @@ def wait_for_job(http: httpx.Client, url: str, timeout_s: float = 60) -> dict[st
         time.sleep(0.05)
 
 
+def copy_concepts(paired: Path, target: Path, *concepts: str) -> Path:
+    """Copy concept folders of the corpus to ``target``, for tests that change the files."""
+    for concept in concepts:
+        shutil.copytree(paired / concept, target / concept)
+    return target
+
+
 def test_index_job_adds_new_file(tmp_path: Path, paired: Path) -> None:
-    media = tmp_path / "media"
-    shutil.copytree(paired / "dog", media / "dog")
-    index_dir = tmp_path / "index"
-    settings = ServerSettings(index=index_dir, model="fake", roots=(media,))
+    media = copy_concepts(paired, tmp_path / "media", "dog")
+    settings = ServerSettings(index=tmp_path / "index", model="fake", roots=(media,))
     with serving(settings) as http:
         started = http.post("/index")
         assert started.status_code == 202, started.text
@@ -404,6 +409,7 @@ def test_index_job_adds_new_file(tmp_path: Path, paired: Path) -> None:
         job = wait_for_job(http, started.json()["url"])
         assert job["status"] == "succeeded", job
         assert job["report"]["added"] == 6
+        assert job["embedded"] == 6
         assert job["elapsed_s"] >= 0
         # Searches find the job's vectors without a restart.
         assert len(http.post("/search", json={"text": "dog", "k": 10}).json()["hits"]) == 6
@@ -415,13 +421,14 @@ def test_index_job_adds_new_file(tmp_path: Path, paired: Path) -> None:
         job = wait_for_job(http, http.post("/index").json()["url"])
         assert job["report"]["added"] == 1
         assert job["report"]["unchanged"] == 6
+        assert job["embedded"] == 1
+        assert http.get("/info").json()["vectors"] == 7
         assert len(http.post("/search", json={"text": "dog", "k": 10}).json()["hits"]) == 7
         assert [entry["id"] for entry in http.get("/jobs").json()["jobs"]] == [1, 2]
 
 
 def test_index_job_busy_writer(tmp_path: Path, paired: Path) -> None:
-    media = tmp_path / "media"
-    shutil.copytree(paired / "bird", media / "bird")
+    media = copy_concepts(paired, tmp_path / "media", "bird")
     index_dir = tmp_path / "index"
     settings = ServerSettings(index=index_dir, model="fake", roots=(media,))
     with serving(settings) as http:
@@ -462,48 +469,36 @@ class OverlapEncoder(FakeEncoder):
         self.max_active = 0
         self._count_lock = threading.Lock()
 
-    def _enter(self) -> None:
+    def _tracked(self, embed: Callable[[Any], np.ndarray], x: Any) -> np.ndarray:
         with self._count_lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-        time.sleep(0.02)
-
-    def _leave(self) -> None:
-        with self._count_lock:
-            self.active -= 1
+        try:
+            # Long enough for a concurrent call to overlap if the service allowed one.
+            time.sleep(0.02)
+            return embed(x)
+        finally:
+            with self._count_lock:
+                self.active -= 1
 
     def embed_images(self, x: Any) -> np.ndarray:
-        self._enter()
-        try:
-            return super().embed_images(x)
-        finally:
-            self._leave()
+        return self._tracked(super().embed_images, x)
 
     def embed_audio(self, x: Any) -> np.ndarray:
-        self._enter()
-        try:
-            return super().embed_audio(x)
-        finally:
-            self._leave()
+        return self._tracked(super().embed_audio, x)
 
     def embed_tokens(self, tokens: Any) -> np.ndarray:
-        self._enter()
-        try:
-            return super().embed_tokens(tokens)
-        finally:
-            self._leave()
+        return self._tracked(super().embed_tokens, tokens)
 
 
 def test_model_calls_never_overlap(tmp_path: Path, paired: Path) -> None:
-    media = tmp_path / "media"
-    for concept in ("dog", "cat", "car"):
-        shutil.copytree(paired / concept, media / concept)
+    media = copy_concepts(paired, tmp_path / "media", "dog", "cat", "car")
     encoder = OverlapEncoder()
     settings = ServerSettings(index=tmp_path / "index", model="fake", roots=(media,))
     with serving(settings, encoder=encoder) as http:
         job = wait_for_job(http, http.post("/index").json()["url"])
         assert job["status"] == "succeeded"
-        shutil.copytree(paired / "bird", media / "bird")
+        copy_concepts(paired, media, "bird")
         running = http.post("/index").json()["url"]
         statuses: list[int] = []
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from bindindex.errors import NotFoundError, UsageError
 from bindindex.server.deps import ServiceDep
+from bindindex.server.service import Service
 
 router = APIRouter(tags=["service"])
 
@@ -21,8 +22,13 @@ async def health(service: ServiceDep) -> dict[str, Any]:
 @router.get("/info")
 async def info(service: ServiceDep) -> dict[str, Any]:
     """Return the index's model, item counts by status and modality, and vector count."""
-    details = await service.call(service.index.info)
+    details = await service.call(_read_info, service)
     return {**details, "roots": [str(root) for root in service.settings.roots]}
+
+
+def _read_info(service: Service) -> dict[str, Any]:
+    service.index.refresh()
+    return service.index.info()
 
 
 @router.post("/index", status_code=202)

@@ -33,6 +33,12 @@ class Job:
     report: dict[str, Any] | None = None
     # {"code": ..., "message": ...} of a failed run.
     error: dict[str, str] | None = None
+    # Files embedded by the model so far. Unchanged and reused files are not
+    # embedded, so this is not a share of the files found.
+    embedded: int = 0
+
+    def count_embedded(self, n: int) -> None:
+        self.embedded += n
 
     def as_dict(self) -> dict[str, Any]:
         end = self.finished_at if self.finished_at is not None else time.time()
@@ -45,6 +51,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "elapsed_s": None if self.started_at is None else end - self.started_at,
+            "embedded": self.embedded,
             "report": self.report,
             "error": self.error,
             "url": f"/jobs/{self.id}",
@@ -59,7 +66,8 @@ class JobManager:
     ``IndexBusyError`` message naming that process.
     """
 
-    def __init__(self, open_writer: Callable[[], Index]) -> None:
+    def __init__(self, open_writer: Callable[[Callable[[int], None]], Index]) -> None:
+        """``open_writer(on_embedded)`` opens the job's ``Index``, reporting embedded files."""
         self._open_writer = open_writer
         self._jobs: dict[int, Job] = {}
         self._lock = threading.Lock()
@@ -99,7 +107,7 @@ class JobManager:
         job.started_at = time.time()
         log.info("indexing job %d started on %s", job.id, ", ".join(job.roots))
         try:
-            with self._open_writer() as index:
+            with self._open_writer(job.count_embedded) as index:
                 report = index.add_paths(roots, progress=False)
         except BindIndexError as exc:
             self._finish(job, error={"code": error_code(exc), "message": str(exc)})

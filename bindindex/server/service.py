@@ -50,9 +50,16 @@ class SharedEncoder:
     the weights instead of running on them at the same time.
     """
 
-    def __init__(self, factory: Callable[[], Any], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        lock: threading.RLock,
+        on_embedded: Callable[[int], None] | None = None,
+    ) -> None:
         self._factory = factory
         self._lock = lock
+        # Called with the batch size after each image or audio batch, for job progress.
+        self._on_embedded = on_embedded
 
     def _encoder(self) -> Any:
         with self._lock:
@@ -60,15 +67,23 @@ class SharedEncoder:
 
     def embed_images(self, images: Any) -> Any:
         with self._lock:
-            return self._factory().embed_images(images)
+            vectors = self._factory().embed_images(images)
+        self._count(len(images))
+        return vectors
 
     def embed_audio(self, clips: Any) -> Any:
         with self._lock:
-            return self._factory().embed_audio(clips)
+            vectors = self._factory().embed_audio(clips)
+        self._count(len(clips))
+        return vectors
 
     def embed_tokens(self, tokens: Any) -> Any:
         with self._lock:
             return self._factory().embed_tokens(tokens)
+
+    def _count(self, n: int) -> None:
+        if self._on_embedded is not None:
+            self._on_embedded(n)
 
     def __getattr__(self, name: str) -> Any:
         # model_id, dim, precision_note and the other attributes that Index and
@@ -90,7 +105,6 @@ class Service:
         self.index = index
         self.model_lock = threading.RLock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindindex-worker")
-        self.encoder = SharedEncoder(lambda: index.encoder, self.model_lock)
         self.jobs = JobManager(self._open_writer)
         self.thumbnails = ThumbnailCache(
             index.path / THUMBNAIL_FOLDER, size=settings.thumbnail_size
@@ -120,14 +134,14 @@ class Service:
         with self.model_lock:
             return function(*args, **kwargs)
 
-    def _open_writer(self) -> Index:
+    def _open_writer(self, on_embedded: Callable[[int], None]) -> Index:
         settings = self.settings
         return Index.open(
             settings.index,
             model=settings.model,
             checkpoint=settings.checkpoint,
             precision=settings.precision,
-            encoder=self.encoder,
+            encoder=SharedEncoder(lambda: self.index.encoder, self.model_lock, on_embedded),
         )
 
     def close(self) -> None:
