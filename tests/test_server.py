@@ -344,6 +344,25 @@ def test_vanished_file_is_404(tmp_path: Path, paired: Path) -> None:
         assert http.get(f"/items/{item_id}").status_code == 200
 
 
+def test_non_utf8_file_name_served(tmp_path: Path, paired: Path) -> None:
+    media = tmp_path / "media" / "cat"
+    media.mkdir(parents=True)
+    name = os.fsdecode(b"caf\xe9.jpg")
+    source = first_file(paired / "cat" / "images", "*.jpg")
+    shutil.copy(source, media / name)
+    with Index.open(tmp_path / "index", model="fake") as index:
+        index._encoder = FakeEncoder()
+        index.add_paths([tmp_path / "media"])
+    item_id = item_id_of(tmp_path / "index", media / name)
+    with serving(ServerSettings(index=tmp_path / "index", model="fake")) as http:
+        item = http.get(f"/items/{item_id}").json()
+        assert item["path"] == "cat/caf\\xe9.jpg"
+        media_response = http.get(f"/items/{item_id}/media")
+        assert media_response.status_code == 200
+        assert media_response.content == source.read_bytes()
+        assert http.get(f"/items/{item_id}/thumbnail").status_code == 200
+
+
 # -- clusters ------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -54,7 +55,8 @@ async def get_media(item_id: int, service: ServiceDep) -> FileResponse:
     return FileResponse(
         path,
         media_type=media_type(item),
-        filename=path.name,
+        # The stored display path, because a name that is not UTF-8 cannot go in a header.
+        filename=Path(item.path).name,
         content_disposition_type="inline",
         headers={"x-content-type-options": "nosniff"},
     )
