@@ -43,6 +43,7 @@ class TokenGuard:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = token.encode()
+        self.rejected = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -51,14 +52,19 @@ class TokenGuard:
         from_query = self._query_token(scope)
         presented = self._header_token(scope) or from_query or self._cookie_token(scope)
         if presented is None or not hmac.compare_digest(presented.encode(), self.token):
-            client = scope.get("client") or ("unknown", 0)
-            log.warning(
-                "rejected %s %s from %s: %s token",
-                scope["method"],
-                scope["path"],
-                client[0],
-                "missing" if presented is None else "wrong",
-            )
+            self.rejected += 1
+            # The first rejections are logged one by one, later ones every 100th,
+            # so a client that retries in a loop cannot flood the log.
+            if self.rejected <= 10 or self.rejected % 100 == 0:
+                client = scope.get("client") or ("unknown", 0)
+                log.warning(
+                    "rejected %s %s from %s: %s token (%d rejected so far)",
+                    scope["method"],
+                    scope["path"],
+                    client[0],
+                    "missing" if presented is None else "wrong",
+                    self.rejected,
+                )
             await send_error(
                 send,
                 401,
@@ -113,7 +119,7 @@ class BodyLimit:
 
     A declared Content-Length over the limit is rejected before any byte is
     read. A body without one (chunked) is counted as it arrives, and the app
-    sees a disconnect once the count passes the limit.
+    receives a disconnect once the count passes the limit.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
