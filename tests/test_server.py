@@ -389,9 +389,15 @@ def test_cluster_run_and_read(client: httpx.Client, paired: Path) -> None:
     again = client.get(f"/clusters/{run['run']}").json()
     assert again["clusters"] == run["clusters"]
 
+    limited = client.get(f"/clusters/{run['run']}", params={"members": 1}).json()
+    for full, short in zip(run["clusters"], limited["clusters"], strict=True):
+        assert short["members"] == full["members"][:1]
+        assert short["size"] == full["size"]
+
 
 def test_cluster_bad_requests(client: httpx.Client) -> None:
     assert_error(client.get("/clusters/9999"), 404, "not_found", "9999")
+    assert_error(client.get("/clusters/1", params={"members": -1}), 422, "invalid_request")
     assert_error(client.post("/cluster", json={"k": 0}), 422, "invalid_request")
     assert_error(
         client.post("/cluster", json={"k": 2, "labels": "/etc/labels.csv"}), 422, "invalid_request"

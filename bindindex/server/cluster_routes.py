@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from bindindex.errors import NotFoundError
@@ -40,9 +40,16 @@ async def list_clusters(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/clusters/{run_id}")
-async def get_cluster_run(run_id: int, service: ServiceDep) -> dict[str, Any]:
+async def get_cluster_run(
+    run_id: int,
+    service: ServiceDep,
+    members: Annotated[
+        int | None,
+        Query(ge=0, description="List at most this many members per cluster, nearest first."),
+    ] = None,
+) -> dict[str, Any]:
     """Return one run: its measures, and each cluster's label, sizes and members nearest first."""
-    return await service.call(_load_run, service, run_id)
+    return await service.call(_load_run, service, run_id, members)
 
 
 @router.post("/cluster", status_code=201)
@@ -58,7 +65,7 @@ async def run_cluster(request: ClusterIn, service: ServiceDep) -> dict[str, Any]
     return await service.call(_load_run, service, run.id)
 
 
-def _load_run(service: Service, run_id: int) -> dict[str, Any]:
+def _load_run(service: Service, run_id: int, max_members: int | None = None) -> dict[str, Any]:
     index = service.index
     run = index.cluster_run(run_id)
     members = index.cluster_members(run_id)
@@ -68,4 +75,4 @@ def _load_run(service: Service, run_id: int) -> dict[str, Any]:
             items[item_id] = index.item(item_id)
         except NotFoundError:
             continue
-    return run_detail(run, members, items)
+    return run_detail(run, members, items, max_members)

@@ -121,12 +121,14 @@ def run_detail(
     run: ClusterRun,
     members: list[tuple[int, int, float]],
     items: dict[int, ItemRow],
+    max_members: int | None = None,
 ) -> dict[str, Any]:
     """Describe a run with its clusters, each with a label, sizes and members nearest first.
 
     A cluster's label is the most common first folder below the indexed root
     among its members, with the share of members in it. Members whose item was
     removed from the index after the run are listed with ``path`` None.
+    ``max_members`` limits the members listed per cluster, not the counts.
     """
     by_cluster: dict[int, list[tuple[int, float]]] = {}
     for item_id, cluster, distance in members:
@@ -148,7 +150,7 @@ def run_detail(
                 "label_share": count / len(rows) if rows else None,
                 "size": len(rows),
                 "modalities": dict(modalities),
-                "members": [_member_view(i, d, items.get(i)) for i, d in rows],
+                "members": [_member_view(i, d, items.get(i)) for i, d in rows[:max_members]],
             }
         )
     return {**run_summary(run), "params": run.params, "metrics": run.metrics, "clusters": clusters}

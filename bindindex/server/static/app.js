@@ -3,6 +3,8 @@
 "use strict";
 
 const token = new URLSearchParams(window.location.search).get("token");
+// Members listed per cluster, nearest to the centroid first.
+const MEMBERS_SHOWN = 60;
 
 function byId(id) {
   return document.getElementById(id);
@@ -172,7 +174,7 @@ async function showRun(runId) {
   showError("");
   const detail = byId("run-detail");
   try {
-    const run = await api(`/clusters/${runId}`);
+    const run = await api(`/clusters/${runId}?members=${MEMBERS_SHOWN}`);
     detail.replaceChildren(element("h2", {}, `Run ${run.run}: k=${run.k}, ${run.n_items} items`));
     const metrics = [`silhouette ${formatNumber(run.silhouette)}`, `inertia ${formatNumber(run.inertia)}`];
     const consistency = run.metrics.consistency;
@@ -212,6 +214,11 @@ function renderCluster(cluster) {
     }
   });
   section.append(grid);
+  if (cluster.members.length < cluster.size) {
+    section.append(
+      element("p", { class: "muted" }, `the ${cluster.members.length} nearest of ${cluster.size} shown`),
+    );
+  }
   return section;
 }
 
