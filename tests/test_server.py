@@ -252,6 +252,11 @@ def test_search_bad_requests(client: httpx.Client) -> None:
         assert_error(client.post("/search", **kwargs), status, code)
 
 
+def test_two_query_files_are_400(client: httpx.Client) -> None:
+    files = [("audio", ("a.wav", b"RIFF")), ("image", ("b.jpg", b"\xff\xd8\xff"))]
+    assert_error(client.post("/search", files=files), 400, "invalid_request")
+
+
 def test_multipart_bad_k_is_422(client: httpx.Client, paired: Path) -> None:
     wav = (paired / "dog" / "audio" / "imagebind_dog.wav").read_bytes()
     response = client.post("/search", files={"audio": ("a.wav", wav)}, data={"k": "many"})

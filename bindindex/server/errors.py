@@ -36,6 +36,16 @@ _STATUS: list[tuple[type[BindIndexError], int, str]] = [
 ]
 
 
+# Error codes of the HTTPExceptions that FastAPI and Starlette raise themselves,
+# such as 400 for a multipart body with too many files or fields.
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
 class ApiError(Exception):
     """An error that a route raises with its own status code and error code."""
 
@@ -100,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
