@@ -122,4 +122,6 @@ def serve_command(
         host=host,
         port=port,
         log_level="info" if level <= logging.INFO else "warning",
+        # uvicorn's access log prints query strings, which can contain ?token=.
+        access_log=False,
     )
