@@ -56,6 +56,9 @@ class ClusterRun:
     n_items: int
     metrics: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    # Filled in for runs read back from the catalog; as_dict leaves them out.
+    created_at: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +104,8 @@ class Index:
         self.device = device
         self._encoder: Any = None
         self._vectors: VectorIndex | None = None
+        # The catalog's vector generation when _vectors was loaded, for refresh().
+        self._vectors_generation: int | None = None
         self._lock_handle: Any = None
 
     # -- opening ----------------------------------------------------------------
@@ -115,8 +120,13 @@ class Index:
         precision: str = "fp32",
         device: str = "cpu",
         create: bool = True,
+        encoder: Any = None,
     ) -> Index:
-        """Open the index folder at ``path``; with ``create``, make it when it is missing."""
+        """Open the index folder at ``path``; with ``create``, make it when it is missing.
+
+        ``encoder`` shares an already loaded model, such as the one that a
+        long-running service keeps warm, instead of building one on first use.
+        """
         folder = Path(path).expanduser()
         if precision not in PRECISIONS:
             raise UsageError(f"invalid precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -133,7 +143,7 @@ class Index:
             if isinstance(exc, IndexStateError):
                 raise
             raise IndexStateError(f"cannot open the catalog {catalog_path}: {exc}") from exc
-        return cls(
+        opened = cls(
             folder,
             catalog,
             model=model,
@@ -141,6 +151,8 @@ class Index:
             precision=precision,
             device=device,
         )
+        opened._encoder = encoder
+        return opened
 
     def close(self) -> None:
         self._release_lock()
@@ -244,7 +256,21 @@ class Index:
                     if not held_before:
                         self._release_lock()
         self._vectors = loaded
+        self._vectors_generation = generation
         return loaded
+
+    def refresh(self) -> None:
+        """Drop the loaded FAISS index if another writer changed the vectors since it was loaded.
+
+        A long-lived reader calls this before each search, so that files indexed by
+        another process or another ``Index`` become searchable. The next
+        ``vectors()`` call loads the current file or rebuilds it from the catalog.
+        """
+        if self._vectors is None:
+            return
+        if self._vectors_generation != self.catalog.vector_generation():
+            self._vectors = None
+            self._vectors_generation = None
 
     def _rebuild_vectors(self) -> VectorIndex:
         ids, raw = self.catalog.vectors(self.dim)
@@ -655,6 +681,29 @@ class Index:
             raise NotFoundError(f"item {item_id} is not in index {self.path}")
         return row
 
+    def roots(self) -> list[Path]:
+        """Return the folders that the catalog's items were found under, sorted."""
+        rows = self.catalog.conn.execute(
+            "SELECT DISTINCT root FROM items WHERE root IS NOT NULL ORDER BY root"
+        )
+        return [Path(row[0]) for row in rows]
+
+    def cluster_runs(self) -> list[ClusterRun]:
+        """Return the stored K-Means runs, oldest first."""
+        return [_run_from_row(row) for row in self.catalog.cluster_runs()]
+
+    def cluster_run(self, run_id: int) -> ClusterRun:
+        """Return one stored K-Means run; raise NotFoundError for an unknown id."""
+        for row in self.catalog.cluster_runs():
+            if int(row["id"]) == run_id:
+                return _run_from_row(row)
+        raise NotFoundError(f"cluster run {run_id} is not in index {self.path}")
+
+    def cluster_members(self, run_id: int) -> list[tuple[int, int, float]]:
+        """Return (item id, cluster, distance to its centroid) for every item of a run."""
+        self.cluster_run(run_id)
+        return self.catalog.cluster_members(run_id)
+
     def failures(self) -> list[Failure]:
         return [
             Failure(row.path, row.reason or "unknown", row.detail or "")
@@ -691,3 +740,18 @@ class Index:
         Returns the number of items written.
         """
         return export_vectors(self.catalog, self.dim, Path(path))
+
+
+def _run_from_row(row: dict[str, Any]) -> ClusterRun:
+    metrics = dict(row["metrics"])
+    warnings = list(metrics.pop("warnings", []))
+    return ClusterRun(
+        id=int(row["id"]),
+        k=int(row["k"]),
+        k_requested=int(row["k_requested"]),
+        n_items=int(row["n_items"]),
+        metrics=metrics,
+        warnings=warnings,
+        created_at=float(row["created_at"]),
+        params=dict(row["params"]),
+    )

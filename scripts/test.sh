@@ -20,4 +20,17 @@ pip install -q -e ".[test]" "torch==2.9.1" "torchvision==0.24.1" "torchaudio==2.
 # dependencies (pytorchvideo, decord, ...) do not install with current torch.
 pip install -q --no-deps "imagebind-unofficial==0.1.1"
 
+# The browser test drives Debian's Chromium through Playwright; Playwright's own
+# browser downloads are not used. Without root it cannot be installed here, and
+# the browser test is skipped.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        echo "note: /usr/bin/chromium is missing; the browser test will be skipped" \
+            "(install it with: sudo apt-get install chromium)" >&2
+    fi
+fi
+
 exec .venv/bin/python -m pytest "$@"

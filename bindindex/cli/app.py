@@ -14,6 +14,7 @@ from bindindex.cli.import_cmd import import_command
 from bindindex.cli.index_cmd import failures_command, index_command
 from bindindex.cli.info_cmd import export_command, info_command
 from bindindex.cli.search_cmd import search_command
+from bindindex.cli.serve_cmd import serve_command
 
 app = typer.Typer(
     name="bindindex",
@@ -46,6 +47,7 @@ app.command("failures")(failures_command)
 app.command("import")(import_command)
 app.command("check")(check_command)
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
