@@ -392,7 +392,9 @@ class Index:
         self._check_model_name()
         self._acquire_write_lock()
         try:
+            self.vectors()
             encoder = self.encoder
+            # In an empty index the model fixes the dimension here, as in add_paths.
             self._check_model(encoder)
             vectors = self.vectors()
             rows = read_vector_file(source, encoder.dim)  # (n, dim)

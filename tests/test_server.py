@@ -349,6 +349,23 @@ def test_vanished_file_is_404(tmp_path: Path, paired: Path) -> None:
         assert http.get(f"/items/{item_id}").status_code == 200
 
 
+def test_imported_vector_has_no_media(tmp_path: Path) -> None:
+    source = tmp_path / "rows.npy"
+    np.save(source, np.random.default_rng(3).standard_normal((2, 32)))
+    with Index.open(tmp_path / "index", model="fake") as index:
+        index._encoder = FakeEncoder()
+        item_id = index.import_vectors(source, modality="image").ids[0]
+    with serving(ServerSettings(index=tmp_path / "index", model="fake")) as http:
+        item = http.get(f"/items/{item_id}").json()
+        assert item["path"] == "rows.npy#0"
+        assert item["media_url"] is None
+        assert item["thumbnail_url"] is None
+        for url in (f"/items/{item_id}/media", f"/items/{item_id}/thumbnail"):
+            assert_error(http.get(url), 404, "not_found", "imported from a .npy file")
+        hits = http.post("/search", json={"item": item_id, "k": 1}).json()["hits"]
+        assert hits[0]["media_url"] is None
+
+
 def test_non_utf8_file_name_served(tmp_path: Path, paired: Path) -> None:
     media = tmp_path / "media" / "cat"
     media.mkdir(parents=True)

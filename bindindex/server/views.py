@@ -51,6 +51,8 @@ def relative_path(item: ItemRow) -> str:
 
 def missing_file_message(item: ItemRow) -> str:
     """Return the 404 message for an item whose file is no longer on disk."""
+    if "imported" in item.flags:
+        return f"item {item.id} is a vector imported from a .npy file; it has no media file"
     return (
         f"the file of item {item.id} ({relative_path(item)}) no longer exists; "
         "index its folder again to update the index"
@@ -65,7 +67,10 @@ def media_type(item: ItemRow) -> str:
     return guessed or "application/octet-stream"
 
 
-def media_urls(item_id: int, modality: str | None) -> dict[str, str | None]:
+def media_urls(item_id: int, modality: str | None, *, imported: bool = False) -> dict[str, str | None]:
+    if imported:
+        # A vector imported from a .npy file has no file to serve.
+        return {"media_url": None, "thumbnail_url": None}
     return {
         "media_url": f"/items/{item_id}/media",
         "thumbnail_url": f"/items/{item_id}/thumbnail" if modality == "image" else None,
@@ -88,7 +93,7 @@ def item_view(item: ItemRow) -> dict[str, Any]:
         "duration_s": item.duration_s,
         "flags": list(item.flags),
         "indexed_at": item.indexed_at,
-        **media_urls(item.id, item.modality),
+        **media_urls(item.id, item.modality, imported="imported" in item.flags),
     }
 
 
@@ -98,7 +103,7 @@ def hit_view(hit: Hit, item: ItemRow) -> dict[str, Any]:
         "path": relative_path(item),
         "modality": hit.modality,
         "score": hit.score,
-        **media_urls(hit.id, hit.modality),
+        **media_urls(hit.id, hit.modality, imported="imported" in item.flags),
     }
 
 
@@ -163,5 +168,5 @@ def _member_view(item_id: int, distance: float, item: ItemRow | None) -> dict[st
         "path": relative_path(item) if item is not None else None,
         "modality": modality,
         "distance": distance,
-        **media_urls(item_id, modality),
+        **media_urls(item_id, modality, imported=item is not None and "imported" in item.flags),
     }
