@@ -7,7 +7,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,11 +327,13 @@ class Index:
         retry_failed: bool = False,
         progress: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
         """Index the files under ``paths``: add new, re-embed changed, drop deleted ones.
 
         Images with more than ``max_pixels`` pixels are rejected from their
-        header, before any pixel is decoded.
+        header, before any pixel is decoded. ``on_progress(done, total)`` is
+        called after each new or changed file is decoded or rejected.
         """
         if not paths:
             raise UsageError("no path given: name at least one folder or file to index")
@@ -363,6 +365,7 @@ class Index:
                 retry_failed=retry_failed,
                 progress=progress,
                 max_pixels=max_pixels,
+                on_progress=on_progress,
             )
             report = run.run(result)
             self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())

@@ -127,6 +127,7 @@ class Ingest:
         retry_failed: bool = False,
         progress: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        on_progress: Callable[[int, int], None] | None = None,
     ):
         self.catalog = catalog
         self.vectors = vectors
@@ -138,6 +139,7 @@ class Ingest:
         self.retry_failed = retry_failed
         self.max_pixels = max_pixels
         self.progress = progress
+        self.on_progress = on_progress
         self.report = IndexReport()
         self._encoder: Any = None
 
@@ -258,8 +260,10 @@ class Ingest:
             disable=not self.progress,
         )
         try:
-            for prepared in self._prepared_stream(todo):
+            for done, prepared in enumerate(self._prepared_stream(todo), start=1):
                 bar.update(1)
+                if self.on_progress is not None:
+                    self.on_progress(done, len(todo))
                 if prepared.ignore:
                     self.report.ignored += 1
                 elif prepared.error is not None:

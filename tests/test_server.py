@@ -457,6 +457,8 @@ def test_index_job_adds_new_file(tmp_path: Path, paired: Path) -> None:
         assert job["status"] == "succeeded", job
         assert job["report"]["added"] == 6
         assert job["embedded"] == 6
+        assert job["files_done"] == 6
+        assert job["files_total"] == 6
         assert job["elapsed_s"] >= 0
         # Searches find the job's vectors without a restart.
         assert len(http.post("/search", json={"text": "dog", "k": 10}).json()["hits"]) == 6
@@ -469,6 +471,7 @@ def test_index_job_adds_new_file(tmp_path: Path, paired: Path) -> None:
         assert job["report"]["added"] == 1
         assert job["report"]["unchanged"] == 6
         assert job["embedded"] == 1
+        assert (job["files_done"], job["files_total"]) == (1, 1)
         assert http.get("/info").json()["vectors"] == 7
         assert len(http.post("/search", json={"text": "dog", "k": 10}).json()["hits"]) == 7
         assert [entry["id"] for entry in http.get("/jobs").json()["jobs"]] == [1, 2]

@@ -36,9 +36,15 @@ class Job:
     # Files embedded by the model so far. Unchanged and reused files are not
     # embedded, so this is not a share of the files found.
     embedded: int = 0
+    # New or changed files decoded (or rejected) so far, of those the scan found.
+    files_done: int = 0
+    files_total: int | None = None
 
     def count_embedded(self, n: int) -> None:
         self.embedded += n
+
+    def update_progress(self, done: int, total: int) -> None:
+        self.files_done, self.files_total = done, total
 
     def as_dict(self) -> dict[str, Any]:
         end = self.finished_at if self.finished_at is not None else time.time()
@@ -52,6 +58,8 @@ class Job:
             "finished_at": self.finished_at,
             "elapsed_s": None if self.started_at is None else end - self.started_at,
             "embedded": self.embedded,
+            "files_done": self.files_done,
+            "files_total": self.files_total,
             "report": self.report,
             "error": self.error,
             "url": f"/jobs/{self.id}",
@@ -108,7 +116,9 @@ class JobManager:
         log.info("indexing job %d started on %s", job.id, ", ".join(job.roots))
         try:
             with self._open_writer(job.count_embedded) as index:
-                report = index.add_paths(roots, progress=False)
+                report = index.add_paths(
+                    roots, progress=False, on_progress=job.update_progress
+                )
         except BindIndexError as exc:
             self._finish(job, error={"code": error_code(exc), "message": str(exc)})
             log.warning("indexing job %d failed: %s", job.id, exc)
