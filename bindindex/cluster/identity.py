@@ -1,0 +1,101 @@
+"""Stable cluster ids across runs, and the drift between two runs.
+
+K-Means numbers its clusters arbitrarily, so each new run is matched to the
+previous one: the Hungarian algorithm pairs new and old centroids to maximise
+the total cosine similarity, a pair keeps the old id when its similarity
+reaches a threshold, and every other new cluster gets an id never used before.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from bindindex.store.vectors import normalise
+
+# Centroids of the same concept in two runs of an unchanged index have a
+# cosine near 1. Below this a pair is treated as two different clusters.
+DEFAULT_MIN_SIMILARITY = 0.5
+# A cluster counts as split when at least this share of its surviving items
+# went to each of two or more clusters; merges are defined the same way.
+DRIFT_SHARE = 0.2
+
+
+def match_ids(
+    new_centroids: np.ndarray,
+    old_centroids: np.ndarray,
+    old_ids: list[int],
+    next_id: int,
+    *,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+) -> tuple[list[int], list[float | None]]:
+    """Return a stable id for each row of ``new_centroids`` (k_new, d) and its match similarity.
+
+    ``old_centroids`` (k_old, d) carry ``old_ids``. Unmatched new clusters get
+    ``next_id``, ``next_id + 1``, ... in their row order. The similarity is
+    None for an unmatched cluster.
+    """
+    k_new = len(new_centroids)
+    ids: list[int | None] = [None] * k_new
+    similarity: list[float | None] = [None] * k_new
+    if len(old_centroids) and k_new:
+        cosine = normalise(new_centroids) @ normalise(old_centroids).T  # (k_new, k_old)
+        rows, cols = linear_sum_assignment(cosine, maximize=True)
+        for row, col in zip(rows, cols, strict=True):
+            if cosine[row, col] >= min_similarity:
+                ids[row] = old_ids[col]
+                similarity[row] = float(cosine[row, col])
+    stable: list[int] = []
+    for cluster_id in ids:
+        if cluster_id is None:
+            cluster_id = next_id
+            next_id += 1
+        stable.append(cluster_id)
+    return stable, similarity
+
+
+def drift(old: dict[int, int], new: dict[int, int]) -> dict[str, Any]:
+    """Compare two runs given as {item id: stable cluster id}.
+
+    Returns the clusters that appeared and disappeared, the splits (an old
+    cluster whose items went in at least ``DRIFT_SHARE`` to each of several
+    new clusters) and merges (the reverse), and the items that moved to
+    another cluster among the items present in both runs.
+    """
+    common = old.keys() & new.keys()
+    old_ids, new_ids = set(old.values()), set(new.values())
+    flows: Counter[tuple[int, int]] = Counter((old[i], new[i]) for i in common)
+    out_of: dict[int, Counter[int]] = defaultdict(Counter)
+    into: dict[int, Counter[int]] = defaultdict(Counter)
+    for (source, target), count in flows.items():
+        out_of[source][target] += count
+        into[target][source] += count
+
+    splits = {}
+    for source, targets in sorted(out_of.items()):
+        total = sum(targets.values())
+        parts = sorted(t for t, c in targets.items() if c >= DRIFT_SHARE * total)
+        if len(parts) >= 2:
+            splits[str(source)] = parts
+    merges = {}
+    for target, sources in sorted(into.items()):
+        total = sum(sources.values())
+        parts = sorted(s for s, c in sources.items() if c >= DRIFT_SHARE * total)
+        if len(parts) >= 2:
+            merges[str(target)] = parts
+
+    moved = sum(1 for i in common if old[i] != new[i])
+    return {
+        "appeared": sorted(new_ids - old_ids),
+        "disappeared": sorted(old_ids - new_ids),
+        "split": splits,
+        "merged": merges,
+        "items_common": len(common),
+        "items_moved": moved,
+        "moved_share": moved / len(common) if common else None,
+        "items_added": len(new.keys() - old.keys()),
+        "items_removed": len(old.keys() - new.keys()),
+    }
