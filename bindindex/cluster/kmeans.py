@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.cluster import kmeans_plusplus
 
 from bindindex.errors import UsageError
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 SILHOUETTE_SAMPLE = 10_000
 # Fewer items per cluster than this makes centroids and metrics unreliable.
 MIN_POINTS_PER_CLUSTER = 3
+# K-Means runs from this many seeded k-means++ starts and keeps the lowest inertia.
+DEFAULT_RESTARTS = 3
 
 
 @dataclass
@@ -34,12 +37,13 @@ class KMeansResult:
 
 
 def kmeans(
-    x: np.ndarray, k: int, *, niter: int = 20, seed: int = 0, nredo: int = 1
+    x: np.ndarray, k: int, *, niter: int = 20, seed: int = 0, nredo: int = DEFAULT_RESTARTS
 ) -> KMeansResult:
-    """Cluster unit vectors ``x`` (n, d) with FAISS K-Means.
+    """Cluster unit vectors ``x`` (n, d) with FAISS K-Means from k-means++ starts.
 
-    A k above the number of distinct vectors is clamped to that number, and
-    ``warnings`` states the k used.
+    Runs ``nredo`` times from seeded k-means++ initialisations and keeps the
+    run with the lowest inertia. A k above the number of distinct vectors is
+    clamped to that number, and ``warnings`` states the k used.
     """
     n = len(x)
     if k < 1:
@@ -59,27 +63,15 @@ def kmeans(
             "average, so clusters and metrics are unreliable"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
-    d = x.shape[1]
     if k_used == 1:
-        centroids = x.mean(axis=0, keepdims=True)
+        best = _assign(x, x.mean(axis=0, keepdims=True))
     else:
-        km = faiss.Kmeans(
-            d,
-            k_used,
-            niter=niter,
-            seed=seed,
-            nredo=nredo,
-            min_points_per_centroid=1,
-            max_points_per_centroid=max(256, (n + k_used - 1) // k_used),
-            verbose=False,
-        )
-        km.train(x)
-        centroids = km.centroids.copy()
-    index = faiss.IndexFlatL2(d)
-    index.add(centroids)
-    squared, nearest = index.search(x, 1)
-    assignments = nearest[:, 0].astype(np.int64)
-    distances = np.maximum(squared[:, 0], 0.0).astype(np.float32)
+        best = _assign(x, _train(x, k_used, niter=niter, seed=seed))
+        for attempt in range(1, nredo):
+            candidate = _assign(x, _train(x, k_used, niter=niter, seed=seed + attempt))
+            if candidate[2].sum() < best[2].sum():
+                best = candidate
+    centroids, assignments, distances = best
     return KMeansResult(
         centroids=centroids,
         assignments=assignments,
@@ -88,6 +80,40 @@ def kmeans(
         k=k_used,
         k_requested=k,
         warnings=warnings,
+    )
+
+
+def _train(x: np.ndarray, k: int, *, niter: int, seed: int) -> np.ndarray:
+    """Return the centroids (k, d) of one FAISS K-Means run from a k-means++ start.
+
+    FAISS starts from k random items, which on planted clusters often puts two
+    starts in one cluster and ends in a worse local optimum; k-means++
+    spreads the starts out.
+    """
+    n, d = x.shape
+    start, _ = kmeans_plusplus(x, k, random_state=seed)  # (k, d)
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        seed=seed,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, (n + k - 1) // k),
+        verbose=False,
+    )
+    km.train(x, init_centroids=np.ascontiguousarray(start, dtype=np.float32))
+    return np.asarray(km.centroids, dtype=np.float32).copy()
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (centroids, nearest centroid (n,), squared distance (n,)) for ``x`` (n, d)."""
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(centroids)
+    squared, nearest = index.search(x, 1)
+    return (
+        centroids,
+        nearest[:, 0].astype(np.int64),
+        np.maximum(squared[:, 0], 0.0).astype(np.float32),
     )
 
 
