@@ -15,7 +15,7 @@ from bindindex.errors import UsageError
 from bindindex.store.vectors import normalise
 
 
-@pytest.mark.parametrize("planted_k", [3, 5, 7])
+@pytest.mark.parametrize("planted_k", [3, 6])
 def test_choose_k_finds_planted_k(planted_k: int) -> None:
     raw, _, _ = planted_vectors(planted_k, 15, spread=0.08, seed=planted_k)
     choice = choose_k(normalise(raw), 2, 10, seed=0)

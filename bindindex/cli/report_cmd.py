@@ -27,7 +27,7 @@ def report_command(
     """Write one HTML page of a cluster run with each cluster's thumbnails and audio players.
 
     Thumbnails and audio are embedded as data URIs, so the page is one
-    self-contained file; linked audio plays only while the media stays at the
+    self-contained file. Linked audio plays only while the media stays at the
     same place relative to the page.
 
     Example: bindindex report latest --html clusters.html

@@ -101,7 +101,16 @@ def plot_run(
         for row in range(len(concepts)):
             for col in range(len(cluster_ids)):
                 if grid[row, col]:
-                    heat.text(col, row, str(grid[row, col]), ha="center", va="center", fontsize=7)
+                    dark = grid[row, col] > grid.max() / 2
+                    heat.text(
+                        col,
+                        row,
+                        str(grid[row, col]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
         figure.colorbar(image, ax=heat)
     figure.tight_layout()
     try:

@@ -1,9 +1,9 @@
 """A self-contained HTML page of one cluster run: each cluster's thumbnails and audio players.
 
 Thumbnails are inline JPEG data URIs. Audio files up to ``AUDIO_INLINE_MAX``
-bytes are inline data URIs too; larger ones, or all of them with
-``link_audio``, are links relative to the page's folder, so the page works
-only next to the media it was written for.
+bytes are inline data URIs too. Larger ones, or all of them with
+``link_audio``, are links relative to the page's folder, and play only while
+the media stays at the same place relative to the page.
 """
 
 from __future__ import annotations
@@ -102,8 +102,25 @@ def write_report(
     run = show_run(catalog, dim, run_id, with_members=True)
     ids = [m["item_id"] for cluster in run["clusters"] for m in cluster["members"]]
     items = catalog.items_by_ids(ids)
-    page_folder = target.parent
-    title = f"bindindex cluster run {run_id}"
+
+    parts = _header(run)
+    for cluster in run["clusters"]:
+        parts.append(_section_start(cluster))
+        for member in cluster["members"]:
+            item = items.get(member["item_id"])
+            parts.append(_figure(member, item, target.parent, link_audio))
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+
+    try:
+        target.write_text("\n".join(parts), encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"cannot write report {target}: {exc.strerror or exc}") from exc
+    return len(ids)
+
+
+def _header(run: dict[str, Any]) -> list[str]:
+    title = f"bindindex cluster run {run['run']}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -117,25 +134,19 @@ def write_report(
     if auto_k:
         parts.append(f"<p>k chosen by rule: {html.escape(auto_k['rule'])}.</p>")
         parts.append(_k_table(auto_k["table"], auto_k["chosen"]))
-    for cluster in run["clusters"]:
-        name = ""
-        if cluster["name"]:
-            name = f": {html.escape(cluster['name'])} (score {_number(cluster['name_score'])})"
-        modalities = ", ".join(f"{k} {v}" for k, v in cluster["modalities"].items())
-        parts.append(
-            f'<section id="cluster-{cluster["cluster"]}"><h2>cluster {cluster["cluster"]}{name}'
-            f"</h2><p>{cluster['size']} items ({modalities}), "
-            f'{cluster["provisional"]} provisional</p><div class="grid">'
-        )
-        for member in cluster["members"]:
-            parts.append(_figure(member, items.get(member["item_id"]), page_folder, link_audio))
-        parts.append("</div></section>")
-    parts.append("</body></html>")
-    try:
-        target.write_text("\n".join(parts), encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
-        raise UsageError(f"cannot write report {target}: {exc.strerror or exc}") from exc
-    return len(ids)
+    return parts
+
+
+def _section_start(cluster: dict[str, Any]) -> str:
+    name = ""
+    if cluster["name"]:
+        name = f": {html.escape(cluster['name'])} (score {_number(cluster['name_score'])})"
+    modalities = ", ".join(f"{k} {v}" for k, v in cluster["modalities"].items())
+    return (
+        f'<section id="cluster-{cluster["cluster"]}"><h2>cluster {cluster["cluster"]}{name}'
+        f"</h2><p>{cluster['size']} items ({modalities}), "
+        f'{cluster["provisional"]} provisional</p><div class="grid">'
+    )
 
 
 def _number(value: float | None) -> str:
