@@ -169,7 +169,8 @@ def cluster_command(
     _print_report(run.as_dict())
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """Format a measure for the text output: n/a for None, four decimals for floats."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -190,11 +191,11 @@ def _print_report(report: dict[str, Any]) -> None:
         for row in auto_k["table"]:
             mark = "  <- chosen" if row["k"] == auto_k["chosen"] else ""
             echo(
-                f"  {row['k']:<3} {_fmt(row['inertia']):<11} {_fmt(row['silhouette']):<11} "
-                f"{_fmt(row['calinski_harabasz']):<18} {_fmt(row['davies_bouldin'])}{mark}"
+                f"  {row['k']:<3} {format_value(row['inertia']):<11} {format_value(row['silhouette']):<11} "
+                f"{format_value(row['calinski_harabasz']):<18} {format_value(row['davies_bouldin'])}{mark}"
             )
-    echo(f"inertia     {_fmt(report['inertia'])}")
-    echo(f"silhouette  {_fmt(report['silhouette'])}")
+    echo(f"inertia     {format_value(report['inertia'])}")
+    echo(f"silhouette  {format_value(report['silhouette'])}")
 
     names = report.get("names") or {}
     echo("sizes by modality:")
@@ -223,9 +224,9 @@ def _print_report(report: dict[str, Any]) -> None:
     consistency = report.get("consistency")
     if consistency:
         echo(
-            f"purity {_fmt(consistency['purity'])}, ARI {_fmt(consistency['ari'])}, "
-            f"NMI {_fmt(consistency['nmi'])}, image/audio in the same cluster for "
-            f"{_fmt(consistency['cross_modal_agreement'])} of concepts"
+            f"purity {format_value(consistency['purity'])}, ARI {format_value(consistency['ari'])}, "
+            f"NMI {format_value(consistency['nmi'])}, image/audio in the same cluster for "
+            f"{format_value(consistency['cross_modal_agreement'])} of concepts"
         )
         echo(
             "per concept: the cluster holding most of its items (majority) and their share; the "
@@ -235,8 +236,8 @@ def _print_report(report: dict[str, Any]) -> None:
         for row in consistency["concepts"]:
             echo(
                 f"{row['concept'][:15]:<15} {row['items']:>5}  {row['majority_cluster']:>8}  "
-                f"{row['majority_share']:.2f}  {_fmt(row['image_cluster']):>5}  "
-                f"{_fmt(row['audio_cluster']):>5}  {_fmt(row['image_audio_same_cluster'])}"
+                f"{row['majority_share']:.2f}  {format_value(row['image_cluster']):>5}  "
+                f"{format_value(row['audio_cluster']):>5}  {format_value(row['image_audio_same_cluster'])}"
             )
         _print_table(consistency["table"])
 
@@ -245,13 +246,13 @@ def _print_cross(cross: dict[str, Any], title: str) -> None:
     echo = typer.echo
     echo(f"{title}:")
     echo(
-        f"  image-image {_fmt(cross['image_image'])}, audio-audio {_fmt(cross['audio_audio'])}, "
-        f"image-audio {_fmt(cross['image_audio'])}"
+        f"  image-image {format_value(cross['image_image'])}, audio-audio {format_value(cross['audio_audio'])}, "
+        f"image-audio {format_value(cross['image_audio'])}"
     )
     if "matched" in cross:
         echo(
-            f"  matched concept pairs {_fmt(cross['matched'])}, unmatched {_fmt(cross['unmatched'])}, "
-            f"gap {_fmt(cross['gap'])}"
+            f"  matched concept pairs {format_value(cross['matched'])}, unmatched {format_value(cross['unmatched'])}, "
+            f"gap {format_value(cross['gap'])}"
         )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from bindindex.cli.cluster_cmd import format_value
 from bindindex.cli.common import IndexOpt, JsonOpt, emit_json, handle_errors, resolve_index, warn
 
 clusters_app = typer.Typer(
@@ -16,14 +17,6 @@ clusters_app = typer.Typer(
 )
 
 RunArg = Annotated[str, typer.Argument(help="Run number, or 'latest'.", show_default=False)]
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 @clusters_app.command("list")
@@ -47,8 +40,8 @@ def list_command(index: IndexOpt = None, json_output: JsonOpt = False) -> None:
     for run in runs:
         typer.echo(
             f"{run['run']:<4} {run['created_at']:<26} {run['k']:<3} {run['n_items']:<6} "
-            f"{'yes' if run['center'] else 'no':<8} {_fmt(run['silhouette']):<11} "
-            f"{_fmt(run['items_moved']):<6} {run['appeared']:<4} {run['disappeared']}"
+            f"{'yes' if run['center'] else 'no':<8} {format_value(run['silhouette']):<11} "
+            f"{format_value(run['items_moved']):<6} {run['appeared']:<4} {run['disappeared']}"
         )
 
 
@@ -78,7 +71,7 @@ def show_command(
         return
     typer.echo(
         f"cluster run {shown['run']} ({shown['created_at']}): k={shown['k']} over "
-        f"{shown['n_items']} items, silhouette {_fmt(shown['silhouette'])}, "
+        f"{shown['n_items']} items, silhouette {format_value(shown['silhouette'])}, "
         f"centring {'on' if shown['center'] else 'off'}"
     )
     for cluster in shown["clusters"]:

@@ -75,28 +75,26 @@ def drift(old: dict[int, int], new: dict[int, int]) -> dict[str, Any]:
         out_of[source][target] += count
         into[target][source] += count
 
-    splits = {}
-    for source, targets in sorted(out_of.items()):
-        total = sum(targets.values())
-        parts = sorted(t for t, c in targets.items() if c >= DRIFT_SHARE * total)
-        if len(parts) >= 2:
-            splits[str(source)] = parts
-    merges = {}
-    for target, sources in sorted(into.items()):
-        total = sum(sources.values())
-        parts = sorted(s for s, c in sources.items() if c >= DRIFT_SHARE * total)
-        if len(parts) >= 2:
-            merges[str(target)] = parts
-
     moved = sum(1 for i in common if old[i] != new[i])
     return {
         "appeared": sorted(new_ids - old_ids),
         "disappeared": sorted(old_ids - new_ids),
-        "split": splits,
-        "merged": merges,
+        "split": _spread(out_of),
+        "merged": _spread(into),
         "items_common": len(common),
         "items_moved": moved,
         "moved_share": moved / len(common) if common else None,
         "items_added": len(new.keys() - old.keys()),
         "items_removed": len(old.keys() - new.keys()),
     }
+
+
+def _spread(flows: dict[int, Counter[int]]) -> dict[str, list[int]]:
+    """Return the clusters whose items went at least ``DRIFT_SHARE`` each to several others."""
+    spread = {}
+    for cluster, counts in sorted(flows.items()):
+        total = sum(counts.values())
+        parts = sorted(other for other, count in counts.items() if count >= DRIFT_SHARE * total)
+        if len(parts) >= 2:
+            spread[str(cluster)] = parts
+    return spread
