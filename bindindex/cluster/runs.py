@@ -17,7 +17,7 @@ import numpy as np
 from bindindex.cluster import store
 from bindindex.cluster.centering import center, modality_means
 from bindindex.cluster.identity import DEFAULT_MIN_SIMILARITY, drift, match_ids
-from bindindex.cluster.kmeans import choose_k, kmeans, silhouette
+from bindindex.cluster.kmeans import KMeansResult, choose_k, kmeans, silhouette
 from bindindex.cluster.labels import item_labels
 from bindindex.cluster.measures import consistency, cross_modal_cosines, sizes_by_modality
 from bindindex.errors import UsageError
@@ -113,6 +113,7 @@ def cluster_catalog(
             "chosen": choice.k,
             "table": choice.table,
         }
+
     result = kmeans(space, k_target, niter=options.niter, seed=options.seed)
     warnings.extend(result.warnings)
 
@@ -152,11 +153,7 @@ def cluster_catalog(
     names: list[str | None] = [None] * len(stable)
     scores: list[float | None] = [None] * len(stable)
     if namer is not None:
-        # Named from the mean of the members' uncentred unit vectors, where text also lives.
-        raw_centroids = np.stack(
-            [unit[result.assignments == row].mean(axis=0) for row in range(result.k)]
-        )
-        for row, (name, score) in enumerate(namer(raw_centroids)):
+        for row, (name, score) in enumerate(namer(_uncentred_centroids(unit, result))):
             names[row], scores[row] = name, score
         metrics["names"] = {
             str(cluster_id): {"name": name, "score": score}
@@ -188,6 +185,19 @@ def cluster_catalog(
         metrics=metrics,
         warnings=warnings,
     )
+
+
+def _uncentred_centroids(unit: np.ndarray, result: KMeansResult) -> np.ndarray:
+    """Return each cluster's mean (k, d) of its members' uncentred unit vectors ``unit`` (n, d).
+
+    Clusters are named in this space because the text prompts live there. A
+    cluster that ended without members keeps its K-Means centroid.
+    """
+    rows = []
+    for cluster in range(result.k):
+        chosen = result.assignments == cluster
+        rows.append(unit[chosen].mean(axis=0) if chosen.any() else result.centroids[cluster])
+    return np.stack(rows)
 
 
 def _previous_clusters(
