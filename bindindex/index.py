@@ -567,7 +567,7 @@ class Index:
 
     def cluster_change(self) -> dict[str, Any]:
         """Return the share of items added, removed or re-indexed since the latest run."""
-        return cluster_runs.change_since_latest(self.catalog, self.dim)
+        return cluster_runs.change_since_latest(self.catalog)
 
     def plot_cluster_run(
         self, run: str | int, target: str | os.PathLike[str], *, projection: str = "pca"

@@ -250,16 +250,24 @@ def assign_provisional(catalog: Catalog, dim: int) -> int:
     latest = store.latest_run_id(catalog)
     if latest is None:
         return 0
-    clustered = store.members(catalog, latest)
-    ids, raw = catalog.vectors(dim)
-    new = np.array([i not in clustered for i in ids.tolist()], dtype=bool)
-    if not new.any():
-        store.replace_provisional(catalog, latest, ids[:0], ids[:0], np.zeros(0))
+    # Only the vectors of unclustered items are read, so that indexing a few
+    # files into a large index stays cheap.
+    unclustered = [
+        int(row[0])
+        for row in catalog.conn.execute(
+            "SELECT v.item_id FROM vectors v JOIN items i ON i.id = v.item_id "
+            "WHERE i.status = 'indexed' AND v.item_id NOT IN "
+            "(SELECT item_id FROM cluster_members WHERE run_id = ?) ORDER BY v.item_id",
+            (latest,),
+        )
+    ]
+    new_ids, raw = catalog.vectors(dim, unclustered)
+    if len(new_ids) == 0:
+        store.replace_provisional(catalog, latest, new_ids, new_ids, np.zeros(0))
         return 0
-    new_ids = ids[new]
     items = catalog.items_by_ids(new_ids.tolist())
     modalities = [items[int(i)].modality or "unknown" for i in new_ids]
-    space = run_space(catalog, dim, latest, normalise(raw[new]), modalities)  # (m, d)
+    space = run_space(catalog, dim, latest, normalise(raw), modalities)  # (m, d)
     centroids = store.centroids(catalog, latest, dim)
     c = centroids.vectors  # (k, d)
     squared = (
@@ -273,7 +281,7 @@ def assign_provisional(catalog: Catalog, dim: int) -> int:
     return len(new_ids)
 
 
-def change_since_latest(catalog: Catalog, dim: int) -> dict[str, Any]:
+def change_since_latest(catalog: Catalog) -> dict[str, Any]:
     """Measure how much the indexed items changed since the latest run.
 
     ``fraction`` is (added + removed + re-embedded items) divided by the
