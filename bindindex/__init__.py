@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Index": "bindindex.index",
-    "ClusterRun": "bindindex.index",
+    "ClusterRun": "bindindex.cluster.runs",
     "IndexReport": "bindindex.ingest",
     "Hit": "bindindex.search",
     "QueryTerm": "bindindex.search",

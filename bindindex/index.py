@@ -8,13 +8,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bindindex import cluster as clustering
+from bindindex.cluster import history as cluster_history
+from bindindex.cluster import runs as cluster_runs
+from bindindex.cluster import store as cluster_store
+from bindindex.cluster.runs import ClusterOptions, ClusterRun
 from bindindex.errors import (
     IndexBusyError,
     IndexStateError,
@@ -44,31 +46,6 @@ LOCK_FILE = "write.lock"
 PRECISIONS = ("fp32", "bf16")
 # The modalities an imported vector can claim; "text" rows are searchable too.
 IMPORT_MODALITIES = ("image", "audio", "text")
-
-
-@dataclass
-class ClusterRun:
-    """A stored K-Means run: its id, the k used and every measure computed."""
-
-    id: int
-    k: int
-    k_requested: int
-    n_items: int
-    metrics: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    # Filled in for runs read back from the catalog; as_dict leaves them out.
-    created_at: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run": self.id,
-            "k": self.k,
-            "k_requested": self.k_requested,
-            "n_items": self.n_items,
-            "warnings": self.warnings,
-            **self.metrics,
-        }
 
 
 class Index:
@@ -369,6 +346,10 @@ class Index:
             )
             report = run.run(result)
             self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+            # Items new since the latest cluster run join its nearest cluster until the next run.
+            assigned = cluster_runs.assign_provisional(self.catalog, self.dim)
+            if assigned:
+                log.info("assigned %d items provisionally to the latest cluster run", assigned)
             return report
         finally:
             self._release_lock()
@@ -478,11 +459,19 @@ class Index:
             )
 
     def search(
-        self, terms: Sequence[QueryTerm], *, modality: str = "any", k: int = 10
+        self,
+        terms: Sequence[QueryTerm],
+        *,
+        modality: str = "any",
+        k: int = 10,
+        center: bool = False,
     ) -> list[Hit]:
         """Return the ``k`` stored items nearest to the combined query, best first.
 
-        Items used as query terms are left out of the results.
+        Items used as query terms are left out of the results. With
+        ``center``, each stored vector and each query term has the mean unit
+        vector of its modality subtracted before scoring (see
+        :meth:`_search_centered`).
         """
         terms = list(terms)
         check_terms(terms, modality, k)
@@ -496,6 +485,8 @@ class Index:
         raw = np.stack([self.embed_term(term) for term in terms])  # (n_terms, dim)
         query = combine(raw, np.array([t.weight for t in terms]))  # (dim,)
         excluded = {int(t.value) for t in terms if t.kind == "item"}
+        if center:
+            return self._search_centered(terms, raw, modality, k, excluded)
 
         allowed = None
         if modality != "any":
@@ -524,79 +515,180 @@ class Index:
             if i in items
         ]
 
+    def _search_centered(
+        self,
+        terms: list[QueryTerm],
+        raw: np.ndarray,
+        modality: str,
+        k: int,
+        excluded: set[int],
+    ) -> list[Hit]:
+        """Score every stored item exactly, after centring both sides on the modality means.
+
+        The means are those of the index's current unit vectors. Text terms
+        are only normalised, because the index stores no text to take a mean
+        from. The score is the cosine between the centred vectors.
+        """
+        from bindindex.cluster.centering import center as center_rows
+        from bindindex.cluster.centering import modality_means
+
+        ids, stored = self.catalog.vectors(self.dim)
+        items = self.catalog.items_by_ids(ids.tolist())
+        modalities = [items[int(i)].modality or "unknown" for i in ids]
+        unit = normalise(stored)  # (n, d)
+        means = modality_means(unit, modalities)
+        xb = center_rows(unit, modalities, means)  # (n, d)
+        term_modalities = [
+            (items[int(t.value)].modality or "unknown") if t.kind == "item" else t.kind
+            for t in terms
+        ]
+        xq = combine(
+            center_rows(normalise(raw), term_modalities, means),
+            np.array([t.weight for t in terms]),
+        )  # (d,)
+        scores = xb @ xq  # (n,)
+        keep = np.array(
+            [
+                int(i) not in excluded and (modality == "any" or m == modality)
+                for i, m in zip(ids, modalities, strict=True)
+            ],
+            dtype=bool,
+        )
+        order = [int(j) for j in np.argsort(-scores, kind="stable") if keep[j]][:k]
+        return [
+            Hit(
+                id=int(ids[j]),
+                path=str(items[int(ids[j])].fs_path),
+                modality=modalities[j],
+                score=min(1.0, max(-1.0, float(scores[j]))),
+            )
+            for j in order
+        ]
+
     # -- clustering -------------------------------------------------------------
 
     def cluster(
         self,
-        k: int,
+        k: int = 8,
         *,
+        auto_k: tuple[int, int] | None = None,
         labels: str | os.PathLike[str] | None = None,
         seed: int = 0,
         niter: int = 20,
+        center: bool = False,
+        names: bool = False,
+        vocabulary: str | os.PathLike[str] | None = None,
+        min_similarity: float = cluster_runs.DEFAULT_MIN_SIMILARITY,
     ) -> ClusterRun:
         """Run K-Means over every stored vector, store the run and return its measures.
 
+        ``auto_k`` (MIN, MAX) picks k by silhouette instead of using ``k``.
         ``labels`` is ``"top-folder"`` (the first folder below the indexed
         root names the concept) or the path of a ``path,label`` CSV file.
+        ``center`` subtracts each modality's mean before clustering. Cluster
+        ids are matched to the previous run's. ``names`` embeds the prompts of
+        ``vocabulary`` (default: the shipped list) with the model's text
+        encoder and names each cluster after the nearest one.
         """
-        ids, raw = self.catalog.vectors(self.dim)
-        if len(ids) == 0:
-            raise UsageError(
-                f"index {self.path} contains no vectors to cluster; index some files first"
-            )
-        unit = normalise(raw)
+        options = ClusterOptions(
+            k=k,
+            auto_k=auto_k,
+            labels=labels,
+            seed=seed,
+            niter=niter,
+            center=center,
+            min_similarity=min_similarity,
+        )
+        namer = None
+        if names:
+            namer = self._cluster_namer(Path(vocabulary) if vocabulary is not None else None)
+        return cluster_runs.cluster_catalog(self.catalog, self.dim, options, namer=namer)
+
+    def _cluster_namer(self, vocabulary: Path | None) -> cluster_runs.Namer:
+        from bindindex.cluster import naming
+
+        prompts = naming.read_vocabulary(vocabulary) if vocabulary else naming.default_vocabulary()
+        if self.catalog.get_meta("model_id") is None:
+            raise UsageError("the index contains no vectors to cluster; index some files first")
+        self._check_model_name()
+        encoder = self.encoder
+        self._check_model_for_query(encoder)
+
+        def embed_texts(texts: list[str]) -> np.ndarray:
+            return np.asarray(encoder.embed_tokens(tokenize(texts)), dtype=np.float32)
+
+        def namer(centroids: np.ndarray) -> list[tuple[str, float]]:
+            prompt_vectors = naming.embed_prompts(prompts, embed_texts)
+            return naming.name_clusters(centroids, prompt_vectors, prompts)
+
+        return namer
+
+    def cluster_runs(self) -> list[dict[str, Any]]:
+        """Return a summary of every stored cluster run, oldest first."""
+        return cluster_history.list_runs(self.catalog)
+
+    def cluster_run(self, run: str | int, *, members: bool = False) -> dict[str, Any]:
+        """Return one run (a number or ``latest``): parameters, measures and clusters."""
+        run_id = cluster_store.resolve_run(self.catalog, run)
+        return cluster_history.show_run(self.catalog, self.dim, run_id, with_members=members)
+
+    def cluster_diff(self, run_a: str | int, run_b: str | int) -> dict[str, Any]:
+        """Compare two runs by stable cluster id."""
+        return cluster_history.diff_runs(
+            self.catalog,
+            cluster_store.resolve_run(self.catalog, run_a),
+            cluster_store.resolve_run(self.catalog, run_b),
+        )
+
+    def export_cluster_run(
+        self, run: str | int, fmt: str, target: str | os.PathLike[str] | None = None
+    ) -> str | None:
+        """Write a run's members as csv, json or parquet; without ``target``, return csv or json."""
+        run_id = cluster_store.resolve_run(self.catalog, run)
+        path = Path(target) if target is not None else None
+        return cluster_history.export_run(self.catalog, self.dim, run_id, fmt, path)
+
+    def cluster_change(self) -> dict[str, Any]:
+        """Return the share of items added, removed or re-indexed since the latest run."""
+        return cluster_runs.change_since_latest(self.catalog)
+
+    def plot_cluster_run(
+        self, run: str | int, target: str | os.PathLike[str], *, projection: str = "pca"
+    ) -> None:
+        """Draw a run's items in 2-D (in the space it clustered in) into a PNG file."""
+        from bindindex.cluster import labels as cluster_labels
+        from bindindex.cluster.plot import plot_run, project
+
+        run_id = cluster_store.resolve_run(self.catalog, run)
+        row = cluster_store.run_row(self.catalog, run_id)
+        membership = cluster_store.members(self.catalog, run_id)
+        ids, raw = self.catalog.vectors(self.dim, list(membership))
         items = self.catalog.items_by_ids(ids.tolist())
         rows = [items[int(i)] for i in ids]
-        modalities = [row.modality or "unknown" for row in rows]
-        item_labels = self._labels(rows, labels) if labels is not None else None
-
-        result = clustering.kmeans(unit, k, niter=niter, seed=seed)
-        metrics: dict[str, Any] = {
-            "inertia": result.inertia,
-            "silhouette": clustering.silhouette(unit, result.assignments, seed=seed),
-            "sizes": clustering.sizes_by_modality(result.assignments, modalities, result.k),
-            "cross_modal": clustering.cross_modal_cosines(unit, modalities, item_labels),
-        }
-        if item_labels is not None:
-            metrics["consistency"] = clustering.consistency(
-                result.assignments, item_labels, modalities
-            )
-        params = {
-            "k": k,
-            "seed": seed,
-            "niter": niter,
-            "labels": None if labels is None else str(labels),
-        }
-        model_id = self.catalog.get_meta("model_id") or "unknown"
-        run_id = self.catalog.insert_cluster_run(
-            k=result.k,
-            k_requested=k,
-            model_id=model_id,
-            params=params,
-            metrics={**metrics, "warnings": result.warnings},
-            item_ids=ids,
-            assignments=result.assignments,
-            distances=result.distances,
-            centroids=result.centroids,
-        )
-        for warning in result.warnings:
-            log.info("cluster run %d: %s", run_id, warning)
-        return ClusterRun(
-            id=run_id,
-            k=result.k,
-            k_requested=k,
-            n_items=len(ids),
-            metrics=metrics,
-            warnings=result.warnings,
+        modalities = [r.modality or "unknown" for r in rows]
+        space = cluster_runs.run_space(self.catalog, self.dim, run_id, normalise(raw), modalities)
+        spec = row["params"].get("labels")
+        labels = None
+        if spec is not None and (spec == "top-folder" or Path(spec).is_file()):
+            labels = cluster_labels.item_labels(rows, spec)
+        points = project(space, projection, seed=int(row["params"].get("seed", 0)))
+        plot_run(
+            Path(target),
+            points,
+            [membership[int(i)][0] for i in ids],
+            modalities,
+            labels,
+            title=f"cluster run {run_id}: k={row['k']}, {projection.upper()} projection",
         )
 
-    def _labels(self, rows: list[ItemRow], labels: str | os.PathLike[str]) -> list[str | None]:
-        if str(labels) == "top-folder":
-            return [clustering.top_folder_label(row.path, row.root) for row in rows]
-        csv_path = Path(labels)
-        table = clustering.read_label_csv(csv_path)
-        folder = csv_path.resolve().parent
-        return [clustering.csv_label(table, row.path, row.root, folder) for row in rows]
+    def cluster_report(
+        self, run: str | int, target: str | os.PathLike[str], *, link_audio: bool = False
+    ) -> int:
+        """Write a self-contained HTML page of a run; return the number of items on it."""
+        from bindindex.cluster.report import write_report
+
+        run_id = cluster_store.resolve_run(self.catalog, run)
+        return write_report(self.catalog, self.dim, run_id, Path(target), link_audio=link_audio)
 
     # -- checking ---------------------------------------------------------------
 
@@ -693,22 +785,6 @@ class Index:
         )
         return [Path(row[0]) for row in rows]
 
-    def cluster_runs(self) -> list[ClusterRun]:
-        """Return the stored K-Means runs, oldest first."""
-        return [_run_from_row(row) for row in self.catalog.cluster_runs()]
-
-    def cluster_run(self, run_id: int) -> ClusterRun:
-        """Return one stored K-Means run; raise NotFoundError for an unknown id."""
-        for row in self.catalog.cluster_runs():
-            if int(row["id"]) == run_id:
-                return _run_from_row(row)
-        raise NotFoundError(f"cluster run {run_id} is not in index {self.path}")
-
-    def cluster_members(self, run_id: int) -> list[tuple[int, int, float]]:
-        """Return (item id, cluster, distance to its centroid) for every item of a run."""
-        self.cluster_run(run_id)
-        return self.catalog.cluster_members(run_id)
-
     def failures(self) -> list[Failure]:
         return [
             Failure(row.path, row.reason or "unknown", row.detail or "")
@@ -746,17 +822,3 @@ class Index:
         """
         return export_vectors(self.catalog, self.dim, Path(path))
 
-
-def _run_from_row(row: dict[str, Any]) -> ClusterRun:
-    metrics = dict(row["metrics"])
-    warnings = list(metrics.pop("warnings", []))
-    return ClusterRun(
-        id=int(row["id"]),
-        k=int(row["k"]),
-        k_requested=int(row["k_requested"]),
-        n_items=int(row["n_items"]),
-        metrics=metrics,
-        warnings=warnings,
-        created_at=float(row["created_at"]),
-        params=dict(row["params"]),
-    )

@@ -160,3 +160,107 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def planted_vectors(
+    concepts: int,
+    per_modality: int,
+    *,
+    d: int = 32,
+    spread: float = 0.1,
+    modality_offset: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Return raw vectors (n, d), modalities and concept labels with planted clusters.
+
+    Every concept has ``per_modality`` images and as many audio items around
+    one random centre. ``modality_offset`` adds a shared direction per
+    modality, like the gap between ImageBind's image and audio cones.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((concepts, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    offsets = rng.standard_normal((2, d))
+    offsets /= np.linalg.norm(offsets, axis=1, keepdims=True)
+    rows, modalities, labels = [], [], []
+    for concept in range(concepts):
+        for m, modality in enumerate(("image", "audio")):
+            for _ in range(per_modality):
+                noise = spread * rng.standard_normal(d) / np.sqrt(d) * 4
+                rows.append(centres[concept] + modality_offset * offsets[m] + noise)
+                modalities.append(modality)
+                labels.append(f"concept{concept}")
+    return np.array(rows, dtype=np.float32), modalities, labels
+
+
+def add_planted_items(
+    index_path: Path,
+    vectors: np.ndarray,
+    modalities: list[str],
+    labels: list[str],
+    *,
+    start: int = 0,
+) -> list[int]:
+    """Write items with the given vectors straight into the catalog of ``index_path``.
+
+    Paths are ``/planted/<label>/<modality>/<n>``, so ``--labels top-folder``
+    finds the planted concepts. Returns the item ids.
+    """
+    import time
+
+    from bindindex.store.catalog import Catalog
+
+    catalog = Catalog(index_path / "catalog.db")
+    ids = []
+    try:
+        with catalog.transaction() as conn:
+            catalog.set_meta(
+                {
+                    "model_id": "planted@1",
+                    "model_name": "fake",
+                    "meaningless": "1",
+                    "preprocess_version": "planted",
+                    "dim": str(vectors.shape[1]),
+                },
+                conn,
+            )
+            for n, (vector, modality, label) in enumerate(
+                zip(vectors, modalities, labels, strict=True), start=start
+            ):
+                path = f"/planted/{label}/{modality}/{n}"
+                item_id = catalog.upsert_item(
+                    conn,
+                    {
+                        "path": path,
+                        "path_bytes": path.encode(),
+                        "root": "/planted",
+                        "modality": modality,
+                        "format": "planted",
+                        "size": 1,
+                        "mtime_ns": 1,
+                        "status": "indexed",
+                        "model_id": "planted@1",
+                        "precision": "fp32",
+                        "indexed_at": time.time(),
+                    },
+                )
+                catalog.put_vector(conn, item_id, vector)
+                ids.append(item_id)
+            catalog.bump_generation(conn)
+    finally:
+        catalog.close()
+    return ids
+
+
+@pytest.fixture
+def planted_index(tmp_path: Path):
+    """Build an index folder from planted vectors, without a model; returns a builder."""
+
+    def build(
+        vectors: np.ndarray, modalities: list[str], labels: list[str], name: str = "planted"
+    ) -> Path:
+        path = tmp_path / name
+        add_planted_items(path, vectors, modalities, labels)
+        return path
+
+    return build

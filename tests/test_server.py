@@ -393,7 +393,7 @@ def test_cluster_run_and_read(client: httpx.Client, paired: Path) -> None:
     assert created.status_code == 201, created.text
     run = created.json()
     assert run["k"] == 3
-    assert run["labels"] == "top-folder"
+    assert run["params"]["labels"] == "top-folder"
     assert "consistency" in run["metrics"]
     assert len(run["clusters"]) == 3
     total = sum(1 for p in paired.rglob("*") if p.is_file())
@@ -415,6 +415,25 @@ def test_cluster_run_and_read(client: httpx.Client, paired: Path) -> None:
     for full, short in zip(run["clusters"], limited["clusters"], strict=True):
         assert short["members"] == full["members"][:1]
         assert short["size"] == full["size"]
+
+
+def test_cluster_ids_stay_stable_and_names_label(client: httpx.Client) -> None:
+    first = client.post("/cluster", json={"k": 4, "center": True}).json()
+    second = client.post("/cluster", json={"k": 4, "center": True, "names": True}).json()
+    assert second["previous_run"] == first["run"]
+    assert {c["cluster"] for c in second["clusters"]} == {c["cluster"] for c in first["clusters"]}
+    assert second["center"] is True
+    for cluster in second["clusters"]:
+        assert cluster["name"]
+        assert cluster["label"] == cluster["name"]
+        assert cluster["label_share"] is None
+        assert not any(member["path"].startswith("/") for member in cluster["members"])
+
+
+def test_cluster_auto_k(client: httpx.Client) -> None:
+    run = client.post("/cluster", json={"auto_k": [2, 4]}).json()
+    assert 2 <= run["k"] <= 4
+    assert run["auto_k"]
 
 
 def test_cluster_bad_requests(client: httpx.Client) -> None:

@@ -9,10 +9,12 @@ import typer
 
 from bindindex.cli.check_cmd import check_command
 from bindindex.cli.cluster_cmd import cluster_command
+from bindindex.cli.clusters_cmd import clusters_app
 from bindindex.cli.demo_cmd import demo_command
 from bindindex.cli.import_cmd import import_command
 from bindindex.cli.index_cmd import failures_command, index_command
 from bindindex.cli.info_cmd import export_command, info_command
+from bindindex.cli.report_cmd import report_command
 from bindindex.cli.search_cmd import search_command
 from bindindex.cli.serve_cmd import serve_command
 
@@ -41,6 +43,8 @@ def configure(
 app.command("index")(index_command)
 app.command("search")(search_command)
 app.command("cluster")(cluster_command)
+app.add_typer(clusters_app, name="clusters")
+app.command("report")(report_command)
 app.command("info")(info_command)
 app.command("export")(export_command)
 app.command("failures")(failures_command)

@@ -47,6 +47,14 @@ def search_command(
         ),
     ] = "any",
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    center: Annotated[
+        bool,
+        typer.Option(
+            "--center",
+            help="Subtract each modality's mean vector from the stored items and the query terms "
+            "before scoring (exact search over every item), as 'cluster --center' does.",
+        ),
+    ] = False,
     index: IndexOpt = None,
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
@@ -70,7 +78,7 @@ def search_command(
     with Index.open(
         resolve_index(index), model=model, checkpoint=checkpoint, precision=precision, create=False
     ) as idx:
-        hits = idx.search(terms, modality=modality, k=k)
+        hits = idx.search(terms, modality=modality, k=k, center=center)
     if json_output:
         emit_json([hit.as_dict() for hit in hits])
         return

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from bindindex.cluster import top_folder_label
-from bindindex.index import ClusterRun
 from bindindex.search import Hit
 from bindindex.store.catalog import ItemRow
 
@@ -107,58 +106,53 @@ def hit_view(hit: Hit, item: ItemRow) -> dict[str, Any]:
     }
 
 
-def run_summary(run: ClusterRun) -> dict[str, Any]:
-    return {
-        "run": run.id,
-        "created_at": run.created_at,
-        "k": run.k,
-        "k_requested": run.k_requested,
-        "n_items": run.n_items,
-        "labels": run.params.get("labels"),
-        "inertia": run.metrics.get("inertia"),
-        "silhouette": run.metrics.get("silhouette"),
-        "warnings": run.warnings,
-        "url": f"/clusters/{run.id}",
-    }
+def run_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """Add the run's URL to the summary that the cluster history gives."""
+    return {**summary, "url": f"/clusters/{summary['run']}"}
 
 
 def run_detail(
-    run: ClusterRun,
-    members: list[tuple[int, int, float]],
-    items: dict[int, ItemRow],
-    max_members: int | None = None,
+    run: dict[str, Any], items: dict[int, ItemRow], max_members: int | None = None
 ) -> dict[str, Any]:
-    """Describe a run with its clusters, each with a label, sizes and members nearest first.
+    """Describe a run (from ``Index.cluster_run`` with members) for the page and API clients.
 
-    A cluster's label is the most common first folder below the indexed root
-    among its members, with the share of members in it. Members whose item was
-    removed from the index after the run are listed with ``path`` None.
-    ``max_members`` limits the members listed per cluster, not the counts.
+    Each cluster keeps its stable id and its name from the text encoder (when
+    the run named its clusters). ``label`` is that name, or else the most
+    common first folder below the indexed root among its members, with
+    ``label_share`` the share of members in that folder. Member paths are
+    relative to their indexed folder; members whose item was removed after the
+    run have ``path`` None. ``max_members`` limits the members listed, not the counts.
     """
-    by_cluster: dict[int, list[tuple[int, float]]] = {}
-    for item_id, cluster, distance in members:
-        by_cluster.setdefault(cluster, []).append((item_id, distance))
     clusters = []
-    for cluster in range(run.k):
-        rows = sorted(by_cluster.get(cluster, []), key=lambda pair: pair[1])
+    for cluster in run["clusters"]:
+        members = cluster.get("members", [])
         folders = Counter(
-            top_folder_label(items[i].path, items[i].root) or "(root)"
-            for i, _ in rows
-            if i in items
+            top_folder_label(items[m["item_id"]].path, items[m["item_id"]].root) or "(root)"
+            for m in members
+            if m["item_id"] in items
         )
-        modalities = Counter(items[i].modality or "unknown" for i, _ in rows if i in items)
-        label, count = folders.most_common(1)[0] if folders else (None, 0)
+        folder, count = folders.most_common(1)[0] if folders else (None, 0)
+        named = cluster.get("name") is not None
+        listed = members if max_members is None else members[:max_members]
         clusters.append(
             {
-                "cluster": cluster,
-                "label": label,
-                "label_share": count / len(rows) if rows else None,
-                "size": len(rows),
-                "modalities": dict(modalities),
-                "members": [_member_view(i, d, items.get(i)) for i, d in rows[:max_members]],
+                **{key: value for key, value in cluster.items() if key != "members"},
+                "label": cluster["name"] if named else folder,
+                "label_share": None if named or not members else count / len(members),
+                "members": [
+                    _member_view(m["item_id"], m["distance"], items.get(m["item_id"]))
+                    | {"provisional": m["provisional"]}
+                    for m in listed
+                ],
             }
         )
-    return {**run_summary(run), "params": run.params, "metrics": run.metrics, "clusters": clusters}
+    metrics = run["metrics"]
+    return {
+        **run_summary({key: value for key, value in run.items() if key != "clusters"}),
+        "inertia": metrics.get("inertia"),
+        "warnings": metrics.get("warnings", []),
+        "clusters": clusters,
+    }
 
 
 def _member_view(item_id: int, distance: float, item: ItemRow | None) -> dict[str, Any]:

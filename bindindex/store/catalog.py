@@ -24,7 +24,7 @@ from bindindex.errors import IndexStateError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1. A new column or
 # table goes here as a new function; released ones are never edited.
@@ -83,6 +83,27 @@ _MIGRATIONS: list[str] = [
         cluster INTEGER NOT NULL,
         vector BLOB NOT NULL,
         PRIMARY KEY (run_id, cluster)
+    );
+    """,
+    # Version 2: cluster names, the modality means of centred runs, and the
+    # provisional cluster of items indexed after the latest run. Cluster
+    # numbers in runs from here on are stable ids matched across runs.
+    """
+    ALTER TABLE cluster_centroids ADD COLUMN name TEXT;
+    ALTER TABLE cluster_centroids ADD COLUMN name_score REAL;
+    CREATE TABLE IF NOT EXISTS cluster_modality_means (
+        run_id INTEGER NOT NULL REFERENCES cluster_runs (id) ON DELETE CASCADE,
+        modality TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (run_id, modality)
+    );
+    CREATE TABLE IF NOT EXISTS cluster_provisional (
+        item_id INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+        run_id INTEGER NOT NULL REFERENCES cluster_runs (id) ON DELETE CASCADE,
+        cluster INTEGER NOT NULL,
+        distance REAL NOT NULL,
+        assigned_at REAL NOT NULL
     );
     """,
 ]
@@ -397,47 +418,6 @@ class Catalog:
         return id_array, decode_vectors([row[1] for row in rows], dim)
 
     # -- cluster runs -----------------------------------------------------------
-
-    def insert_cluster_run(
-        self,
-        *,
-        k: int,
-        k_requested: int,
-        model_id: str,
-        params: dict[str, Any],
-        metrics: dict[str, Any],
-        item_ids: np.ndarray,
-        assignments: np.ndarray,
-        distances: np.ndarray,
-        centroids: np.ndarray,
-    ) -> int:
-        with self.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO cluster_runs (created_at, k, k_requested, n_items, model_id, params, "
-                "metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    time.time(),
-                    k,
-                    k_requested,
-                    len(item_ids),
-                    model_id,
-                    json.dumps(params),
-                    json.dumps(metrics),
-                ),
-            )
-            run_id = int(cursor.lastrowid or 0)
-            conn.executemany(
-                "INSERT INTO cluster_members (run_id, item_id, cluster, distance) VALUES (?, ?, ?, ?)",
-                [
-                    (run_id, int(i), int(c), float(d))
-                    for i, c, d in zip(item_ids, assignments, distances, strict=True)
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO cluster_centroids (run_id, cluster, vector) VALUES (?, ?, ?)",
-                [(run_id, c, encode_vector(centroids[c])) for c in range(len(centroids))],
-            )
-        return run_id
 
     def cluster_runs(self) -> list[dict[str, Any]]:
         runs = []

@@ -162,7 +162,7 @@ async function loadRuns() {
       element("td", {}, String(run.k)),
       element("td", {}, String(run.n_items)),
       element("td", {}, formatNumber(run.silhouette)),
-      element("td", {}, new Date(run.created_at * 1000).toLocaleString()),
+      element("td", {}, new Date(run.created_at).toLocaleString()),
     );
     row.addEventListener("click", () => showRun(run.run));
     rows.append(row);
