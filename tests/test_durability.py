@@ -146,26 +146,63 @@ def test_readers_work_while_writer_runs(big_folder: Path, tmp_path: Path) -> Non
     assert _check_consistent(index) == sum(1 for p in big_folder.rglob("*") if p.is_file())
 
 
+# A writer that stops inside its first model call until a line arrives on
+# stdin, so that it holds the write lock for as long as the test needs.
+_BLOCKED_WRITER = """
+import sys
+import numpy as np
+from bindindex.index import Index
+
+class BlockingEncoder:
+    model_name = "imagebind-test"
+    model_id = "blocking@1"
+    meaningless = True
+    precision = "fp32"
+    precision_note = "float32"
+    dim = 16
+
+    def embed_images(self, x):
+        print("embedding", flush=True)
+        sys.stdin.readline()
+        return np.ones((len(x), self.dim), dtype=np.float32)
+
+    embed_audio = embed_images
+
+with Index.open(sys.argv[1], model="imagebind-test") as index:
+    index._encoder = BlockingEncoder()
+    report = index.add_paths([sys.argv[2]], batch_size=2)
+print("added", report.added, flush=True)
+"""
+
+
 def test_second_writer_exits_with_message(big_folder: Path, tmp_path: Path) -> None:
     index = tmp_path / "index"
-    # More copies and one file per batch keep the first writer holding the lock
-    # for longer than a second process takes to start.
-    for copy in range(3, 10):
-        shutil.copytree(big_folder / "copy0", big_folder / f"copy{copy}")
-    slow = [*_index_command(big_folder, index)[:-1], "1"]
-    writer = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    rejected = None
+    folder = big_folder / "copy0"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_WRITER, str(index), str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        deadline = time.monotonic() + 120
-        while not (index / "write.lock").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        while writer.poll() is None and rejected is None:
-            second = subprocess.run(
-                _index_command(big_folder / "copy0", index), capture_output=True, text=True
-            )
-            if second.returncode == 1 and writer.poll() is None:
-                rejected = second
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "embedding", holder.stderr
+        second = subprocess.run(_index_command(folder, index), capture_output=True, text=True)
+        assert second.returncode == 1
+        assert f"is being written by process {holder.pid}" in second.stderr
+        reader = subprocess.run(
+            [sys.executable, "-m", "bindindex", "info", "--index", str(index), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert reader.returncode == 0, reader.stderr
+        holder.stdin.write("go on\n" * 100)
+        holder.stdin.close()
+        assert holder.wait(timeout=120) == 0
     finally:
-        writer.wait()
-    assert rejected is not None, "the first writer finished before a second one could start"
-    assert f"is being written by process {writer.pid}" in rejected.stderr
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    files = sum(1 for p in folder.rglob("*") if p.is_file())
+    assert _check_consistent(index) == files
