@@ -29,12 +29,12 @@ from bindindex.errors import (
 from bindindex.export import export_vectors
 from bindindex.ingest import Failure, IndexReport, Ingest
 from bindindex.media import PREPROCESS_VERSION, load_audio, load_image, sniff, tokenize
-from bindindex.media.image import DEFAULT_MAX_PIXELS
+from bindindex.media.image import DEFAULT_MAX_PIXELS, pillow_pixel_limit
 from bindindex.model.config import get_spec
 from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
 from bindindex.store.catalog import Catalog, ItemRow
-from bindindex.store.vectors import INDEX_TYPE, VectorIndex, normalise
+from bindindex.store.vectors import INDEX_TYPE, VectorIndex, normalise, row_norms
 from bindindex.vector_import import ImportReport, import_rows, read_vector_file
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,12 @@ class Index:
         self.path = path
         self.catalog = catalog
         meta = catalog.meta()
-        self.model_name = model or meta.get("model_name") or DEFAULT_MODEL
+        # "requested_model" is the --model of an earlier run that embedded
+        # nothing yet (every file failed, or it was killed first), so that the
+        # next run without --model does not fall back to the default model.
+        self.model_name = (
+            model or meta.get("model_name") or meta.get("requested_model") or DEFAULT_MODEL
+        )
         if (
             checkpoint is None
             and meta.get("checkpoint")
@@ -187,6 +192,11 @@ class Index:
                 f"{meta.get('preprocess_version')}, this bindindex uses {PREPROCESS_VERSION}; "
                 "build a new index"
             )
+
+    def _remember_requested_model(self) -> None:
+        """Store the model name of a write before any vector fixes the model for good."""
+        if self.catalog.get_meta("model_id") is None:
+            self.catalog.set_meta({"requested_model": self.model_name})
 
     def _record_model(self, conn: sqlite3.Connection, encoder: Any) -> None:
         """Write the model into the index in the transaction of its first vectors.
@@ -312,6 +322,9 @@ class Index:
         header, before any pixel is decoded. ``on_progress(done, total)`` is
         called after each new or changed file is decoded or rejected.
         """
+        if isinstance(paths, (str, os.PathLike)):
+            # A single path would otherwise be read as a sequence of one-letter paths.
+            paths = [paths]
         if not paths:
             raise UsageError("no path given: name at least one folder or file to index")
         missing = [str(p) for p in paths if not os.path.lexists(p)]
@@ -319,6 +332,11 @@ class Index:
             raise NotFoundError(
                 f"path not found: {', '.join(missing)}; check the spelling. To drop the items "
                 "of a folder that was deleted, index the folder that contained it"
+            )
+        if max_pixels < 1 or max_pixels > pillow_pixel_limit():
+            raise UsageError(
+                f"invalid --max-pixels {max_pixels}: it must be between 1 and "
+                f"{pillow_pixel_limit()}, the size above which Pillow refuses any image"
             )
         self._check_model_name()
         if self._encoder is None:
@@ -329,6 +347,7 @@ class Index:
                 raise UsageError(str(exc)) from exc
         self._acquire_write_lock()
         try:
+            self._remember_requested_model()
             self.vectors()
             result = scan([Path(p) for p in paths], skip=[self.path])
             run = Ingest(
@@ -376,6 +395,7 @@ class Index:
         self._check_model_name()
         self._acquire_write_lock()
         try:
+            self._remember_requested_model()
             self.vectors()
             encoder = self.encoder
             # In an empty index the model fixes the dimension here, as in add_paths.
@@ -385,7 +405,8 @@ class Index:
             labels = [str(i) for i in range(len(rows))] if names is None else list(names)
             if len(labels) != len(rows):
                 raise UsageError(
-                    f"{len(labels)} names for {len(rows)} rows in {source}; give one name per row"
+                    f"{len(labels)} names for {len(rows)} rows in {source}; give one name per "
+                    "row (blank lines in a names file are skipped)"
                 )
             if len(set(labels)) != len(labels):
                 raise UsageError("the names are not unique; each row needs its own name")
@@ -724,7 +745,7 @@ class Index:
             )
         ]
         ids, raw = self.catalog.vectors(self.dim)
-        bad_rows = ~np.isfinite(raw).all(axis=1) | (np.linalg.norm(raw, axis=1) == 0)
+        bad_rows = ~np.isfinite(raw).all(axis=1) | (row_norms(raw) == 0)
         non_finite = [int(i) for i in ids[bad_rows]]
 
         generation = self.catalog.vector_generation()
@@ -755,13 +776,25 @@ class Index:
                 )
             for item_id in orphan_vectors:
                 self.catalog.delete_vector(conn, item_id)
+            imported = {
+                int(row[0])
+                for row in conn.execute("SELECT id FROM items WHERE format = 'npy'")
+            }
             for item_id in non_finite:
                 self.catalog.delete_vector(conn, item_id)
-                conn.execute(
-                    "UPDATE items SET status = 'failed', reason = 'non_finite', "
-                    "detail = 'stored vector was not finite; removed by check' WHERE id = ?",
-                    (item_id,),
-                )
+                if item_id in imported:
+                    # No file to embed again: the user must import a good row.
+                    conn.execute(
+                        "UPDATE items SET status = 'failed', reason = 'non_finite', "
+                        "detail = 'stored vector was not finite or zero; removed by check' "
+                        "WHERE id = ?",
+                        (item_id,),
+                    )
+                else:
+                    # The file may be fine and the stored vector damaged: embed it again.
+                    conn.execute(
+                        "UPDATE items SET status = 'pending', size = -1 WHERE id = ?", (item_id,)
+                    )
             generation = self.catalog.bump_generation(conn)
         rebuilt = self._rebuild_vectors()
         rebuilt.save(self.path / VECTORS_FILE, generation)

@@ -230,6 +230,10 @@ class Ingest:
             prepared.error = MediaError(
                 path, "vanished", f"file disappeared before decoding: {exc}"
             )
+        except IsADirectoryError:
+            prepared.error = MediaError(
+                path, "vanished", "the file was replaced by a folder before decoding"
+            )
         except OSError as exc:
             prepared.error = MediaError(path, "unreadable", str(exc))
         return prepared

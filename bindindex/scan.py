@@ -58,6 +58,10 @@ def scan(paths: list[Path], *, skip: list[Path] | None = None) -> ScanResult:
 
     for requested in paths:
         root = Path(os.path.abspath(requested))
+        if os.path.exists(root):
+            # A folder named through a symbolic link is stored under its real
+            # path, so indexing it by another name finds the same items.
+            root = Path(os.path.realpath(root))
         try:
             st = root.stat()
         except FileNotFoundError:

@@ -11,6 +11,7 @@ import numpy as np
 from bindindex.errors import UsageError
 
 TermKind = Literal["audio", "image", "text", "item"]
+TERM_KINDS: tuple[str, ...] = ("audio", "image", "text", "item")
 MODALITY_FILTERS = ("image", "audio", "text", "any")
 
 
@@ -64,9 +65,15 @@ def check_terms(terms: list[QueryTerm], modality: str, k: int) -> None:
         raise UsageError("no query given: pass at least one of --audio, --image, --text or --item")
     if modality not in MODALITY_FILTERS:
         raise UsageError(f"invalid modality {modality!r}: use one of {', '.join(MODALITY_FILTERS)}")
-    if k < 1:
-        raise UsageError(f"invalid k {k}: it must be at least 1")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UsageError(f"invalid k {k!r}: it must be a whole number of at least 1")
     for term in terms:
+        if term.kind not in TERM_KINDS:
+            raise UsageError(
+                f"invalid query kind {term.kind!r}: use one of {', '.join(TERM_KINDS)}"
+            )
+        if not isinstance(term.value, str):
+            raise UsageError(f"invalid {term.kind} query {term.value!r}: give it as a string")
         if not np.isfinite(term.weight):
             raise UsageError(f"invalid weight {term.weight} for {term.kind} {term.value!r}")
         if term.kind == "text" and not term.value.strip():

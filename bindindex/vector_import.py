@@ -21,7 +21,7 @@ import numpy as np
 from bindindex.errors import UsageError
 from bindindex.ingest import Failure
 from bindindex.store.catalog import Catalog
-from bindindex.store.vectors import VectorIndex, normalise
+from bindindex.store.vectors import VectorIndex, normalise, row_norms
 
 # Rows are read with a memory map and converted in blocks of this many rows,
 # so a large float64 file is never held twice in memory.
@@ -42,10 +42,12 @@ def read_vector_file(path: str | os.PathLike[str], dim: int) -> np.ndarray:
         raise UsageError(f"vector file not found: {file}") from error
     except (OSError, ValueError, EOFError) as error:
         # allow_pickle=False turns object arrays (which could run code) into a
-        # ValueError, as it does for any file that is not .npy.
+        # ValueError, as it does for any file that is not .npy. NumPy's message
+        # then suggests loading unsafely, which bindindex never does.
+        reason = "pickled Python objects" if "pickle" in str(error) else str(error)
         raise UsageError(
-            f"{file} is not a NumPy .npy array file ({error}); save the embeddings with "
-            "numpy.save(path, array) as a 2-D array with one row per item"
+            f"{file} is not a NumPy .npy array file of numbers ({reason}); save the embeddings "
+            "with numpy.save(path, array) as a 2-D array with one row per item"
         ) from error
     if not isinstance(array, np.ndarray):
         raise UsageError(f"{file} contains several arrays; give one .npy file with a 2-D array")
@@ -124,7 +126,7 @@ def import_rows(
     for start in range(0, len(rows), _BLOCK_ROWS):
         block = rows[start : start + _BLOCK_ROWS]
         block_labels = labels[start : start + len(block)]
-        norms = np.linalg.norm(block, axis=1)  # (b,)
+        norms = row_norms(block)  # (b,)
         usable = np.isfinite(block).all(axis=1) & (norms > 0)
         good_ids: list[int] = []
         dropped: list[int] = []

@@ -295,3 +295,19 @@ def test_max_pixels_rejects_large_images(tmp_path: Path, paired: Path) -> None:
     assert report["added"] == 0
     assert {f["reason"] for f in report["failures"]} == {"too_many_pixels"}
     assert all("exceeds the limit of 1000" in f["detail"] for f in report["failures"])
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+def test_cluster_bad_seed_is_usage_error(built: Path, seed: str) -> None:
+    code, _, err = run("cluster", "-k", "3", "--seed", seed, "--index", str(built))
+    assert code == 2
+    assert "invalid seed" in err
+
+
+def test_max_pixels_above_pillow_limit_is_usage_error(tmp_path: Path, paired: Path) -> None:
+    code, _, err = run(
+        "index", str(paired), "--index", str(tmp_path / "index"), "--model", "imagebind-test",
+        "--max-pixels", str(10**12),
+    )  # fmt: skip
+    assert code == 2
+    assert "invalid --max-pixels" in err

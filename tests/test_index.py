@@ -430,8 +430,26 @@ def test_check_finds_and_repairs_disagreements(open_fake_index, media: Path) -> 
     assert clean["items_without_vector"] == []
     assert clean["non_finite_vectors"] == []
     assert clean["vector_file"] == "ok"
-    assert idx.item(poisoned).reason == "non_finite"
+    assert idx.item(poisoned).status == "pending"
 
     report = idx.add_paths([media])
-    assert report.updated == 1
+    assert report.updated == 2
+    assert idx.vectors().ntotal == len(ids)
     assert idx.check(repair=False)["items_without_vector"] == []
+
+
+@pytest.mark.parametrize(
+    ("term", "k", "message"),
+    [
+        (QueryTerm("video", "x"), 3, "invalid query kind 'video'"),  # type: ignore[arg-type]
+        (QueryTerm("text", None), 3, "invalid text query None"),  # type: ignore[arg-type]
+        (QueryTerm("text", "a dog"), 2.5, "invalid k 2.5"),
+    ],
+)
+def test_library_query_arguments_are_checked(
+    open_fake_index, media: Path, term: QueryTerm, k: object, message: str
+) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    with pytest.raises(UsageError, match=message):
+        idx.search([term], k=k)  # type: ignore[arg-type]

@@ -435,3 +435,11 @@ def test_image_at_threshold_is_decoded_whole(tmp_path: Path) -> None:
     loaded = load_image(path)
     assert "downscaled" not in loaded.flags
     torch.testing.assert_close(loaded.pixels, _full_size_pixels(path), atol=0, rtol=0)
+
+
+def test_pillow_bomb_message_names_the_limits() -> None:
+    with pytest.raises(MediaError) as raised:
+        load_image(_shared_file(CASES, "23_bomb_error_13400x13400_1bit.png"), max_pixels=1000)
+    assert raised.value.reason == "too_many_pixels"
+    assert "The limit here is 1000 pixels" in raised.value.detail
+    assert str(image_module.pillow_pixel_limit()) in raised.value.detail

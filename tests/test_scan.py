@@ -164,3 +164,50 @@ def test_retry_failed_tries_unchanged_failures_again(
     retried = idx.add_paths([folder], retry_failed=True)
     assert retried.failed == 1
     assert [f.reason for f in idx.failures()] == ["undecodable"]
+
+
+def test_folder_named_through_link_is_not_indexed_twice(open_fake_index, folder: Path) -> None:
+    alias = folder.parent / "alias"
+    alias.symlink_to(folder)
+    idx = open_fake_index()
+    idx.add_paths([folder])
+    report = idx.add_paths([alias])
+    assert report.added == 0
+    assert report.unchanged == 3
+    assert idx.vectors().ntotal == 3
+    assert len(idx.catalog.items()) == 3
+
+
+def test_model_of_a_run_that_embedded_nothing_is_kept(tmp_path: Path) -> None:
+    from bindindex.index import Index
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 40)
+    with Index.open(tmp_path / "index", model="imagebind-test") as idx:
+        assert idx.add_paths([folder]).failed == 1
+    with Index.open(tmp_path / "index") as idx:
+        assert idx.model_name == "imagebind-test"
+    with Index.open(tmp_path / "index", model="imagebind-huge") as idx:
+        assert idx.model_name == "imagebind-huge"
+
+
+def test_file_replaced_by_folder_between_scan_and_decode(
+    open_fake_index, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = folder / "photos" / "cat.jpg"
+
+    def replace() -> None:
+        cat.unlink()
+        cat.mkdir()
+
+    monkeypatch.setattr(index_module, "scan", _scan_then(replace))
+    idx = open_fake_index()
+    report = idx.add_paths([folder])
+    assert report.added == 2
+    assert _statuses(idx)["cat.jpg"] == ("failed", "vanished")
+
+
+def test_single_path_string_is_one_path(open_fake_index, folder: Path) -> None:
+    idx = open_fake_index()
+    assert idx.add_paths(str(folder)).added == 3

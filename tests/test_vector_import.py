@@ -225,3 +225,19 @@ def test_cli_import_with_names(tmp_path: Path, cases: Path) -> None:
     )  # fmt: skip
     assert code == 2
     assert "unknown modality 'smell'" in err
+
+
+@pytest.mark.parametrize("value", [1e30, 1e-30, 3e38])
+def test_extreme_finite_rows_import_as_unit(
+    open_fake_index, wide_encoder, tmp_path: Path, value: float
+) -> None:
+    source = tmp_path / "extreme.npy"
+    rows = np.full((2, DIM), value, dtype=np.float32)
+    rows[1, ::2] = -value
+    np.save(source, rows)
+    idx = open_fake_index(encoder=wide_encoder)
+    report = idx.import_vectors(source, modality="image")
+    assert report.failed == 0
+    stored = np.stack([idx.vectors().index.reconstruct(i) for i in report.ids])
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, rtol=1e-5)
+    assert idx.check(repair=False)["non_finite_vectors"] == []

@@ -41,7 +41,10 @@ def check_command(
         typer.echo(f"non-finite vectors:        {len(report['non_finite_vectors'])}")
         typer.echo(f"vector file:               {report['vector_file']}")
         if report["repaired"]:
-            typer.echo("repaired; items without a vector are embedded again by the next index run")
+            typer.echo(
+                "repaired; items without a vector or with a non-finite one are embedded again "
+                "by the next index run (imported vectors are marked failed)"
+            )
         elif not problems:
             typer.echo("no problems found")
     if problems and dry_run:

@@ -76,4 +76,5 @@ def _read_names(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read --names file {path}: {error}") from error
+    # Blank lines are skipped, so a trailing newline does not count as a name.
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]

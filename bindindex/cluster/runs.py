@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 Namer = Callable[[np.ndarray], list[tuple[str, float]]]
 
 
+# FAISS stores the K-Means seed in a C int, and scikit-learn's samplers take 0..2**32-1.
+MAX_SEED = 2**31 - 1
+
 @dataclass
 class ClusterRun:
     """A stored K-Means run: its id, the k used and every measure computed."""
@@ -76,10 +79,25 @@ class ClusterOptions:
         }
 
 
+def check_options(options: ClusterOptions) -> None:
+    """Raise UsageError for a k, seed or iteration count that the clustering code cannot take."""
+    for name, value, low, high in (
+        ("k", options.k, 1, None),
+        ("seed", options.seed, 0, MAX_SEED),
+        ("niter", options.niter, 1, None),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"invalid {name} {value!r}: it must be a whole number")
+        if value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            raise UsageError(f"invalid {name} {value}: it must be at least {low}{upper}")
+
+
 def cluster_catalog(
     catalog: Catalog, dim: int, options: ClusterOptions, *, namer: Namer | None = None
 ) -> ClusterRun:
     """Cluster every stored vector, give the clusters stable ids, measure and store the run."""
+    check_options(options)
     ids, raw = catalog.vectors(dim)
     if len(ids) == 0:
         raise UsageError("the index contains no vectors to cluster; index some files first")

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Final
@@ -28,6 +29,11 @@ from bindindex.errors import MediaError
 from bindindex.media.detect import open_with_head, sniff_bytes
 
 logger = logging.getLogger(__name__)
+
+# Pillow warns about images above half its own limit. load_image checks every
+# image against max_pixels itself, so the warning only adds noise on stderr.
+# A filter set once here, because catch_warnings is not safe in decode threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMAGE_SIZE: Final = 224
 # CLIP's normalisation constants, which ImageBind's vision encoder uses.
@@ -150,14 +156,21 @@ def _decode(
     try:
         image = Image.open(file, formats=_allowed_formats())
     except Image.DecompressionBombError as error:
-        raise MediaError(path, "too_many_pixels", str(error)) from error
+        detail = (
+            f"{error} The limit here is {min(max_pixels, pillow_pixel_limit())} pixels: "
+            f"Pillow refuses images above {pillow_pixel_limit()} pixels whatever --max-pixels is"
+        )
+        raise MediaError(path, "too_many_pixels", detail) from error
     except _DECODE_ERRORS as error:
         raise _open_error(path, head, error) from error
 
     image_format = image.format or "unknown"
     width, height = image.size
     if width * height > max_pixels:
-        detail = f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+        detail = (
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}; "
+            "raise --max-pixels (BINDINDEX_MAX_PIXELS) if the image is legitimate"
+        )
         raise MediaError(path, "too_many_pixels", detail)
 
     if getattr(image, "is_animated", False):
@@ -188,6 +201,13 @@ def _decode(
     return image, image_format, flags, (width, height)
 
 
+def pillow_pixel_limit() -> int:
+    """Return the pixel count above which Pillow itself refuses to open an image."""
+    limit = Image.MAX_IMAGE_PIXELS
+    # Pillow raises DecompressionBombError above twice MAX_IMAGE_PIXELS; None turns it off.
+    return 2 * int(limit) if limit else 2**63 - 1
+
+
 @functools.cache
 def _allowed_formats() -> list[str]:
     Image.init()
@@ -204,6 +224,9 @@ def _open_error(path: str | os.PathLike[str], head: bytes, error: Exception) -> 
         detail = f"{detected.format} is not supported by Pillow {PIL.__version__}"
         return MediaError(path, "unsupported_format", detail)
     message = str(error)
+    if "truncated" in message.lower():
+        # A file cut inside its headers fails while opening, before any pixels.
+        return MediaError(path, "truncated", f"{detected.describe()} ends early: {message}")
     if isinstance(error, PIL.UnidentifiedImageError):
         # Pillow's own message ends in the repr of the file object, not the path.
         message = f"Pillow {PIL.__version__} cannot identify the image data"

@@ -29,9 +29,32 @@ def normalise(x: np.ndarray) -> np.ndarray:
     of producing NaN.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
-    np.maximum(norms, np.float32(1e-12), out=norms)
+    norms = row_norms(x)[:, None]  # (n, 1) float64
+    norms[norms == 0] = 1.0
     return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """Return the Euclidean length of each row of ``x`` (n, d) as float64 (n,).
+
+    The float32 sum of squares overflows for entries above about 1.8e19 and
+    underflows below about 1e-23, which would make a valid vector look zero.
+    Rows where that can happen are measured again in float64.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(x, axis=1).astype(np.float64)  # (n,)
+    unsafe = ~np.isfinite(norms) | (norms < _SAFE_NORM)
+    if unsafe.any():
+        exact = np.asarray(x[unsafe], dtype=np.float64)
+        # Scaling by the largest entry keeps the squares in range.
+        scale = np.abs(exact).max(axis=1)
+        scale[~np.isfinite(scale) | (scale == 0)] = 1.0
+        norms[unsafe] = scale * np.linalg.norm(exact / scale[:, None], axis=1)
+    return norms
+
+
+# Below this float32 length, squares of the entries may have underflowed.
+_SAFE_NORM = 1e-15
 
 
 class VectorIndex:
