@@ -32,7 +32,7 @@ from bindindex.model.config import get_spec
 from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
 from bindindex.store.catalog import Catalog, ItemRow
-from bindindex.store.vectors import INDEX_TYPE, VectorIndex, normalise
+from bindindex.store.vectors import VectorIndex, normalise
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,7 @@ class Index:
 
     def _rebuild_vectors(self) -> VectorIndex:
         ids, raw = self.catalog.vectors(self.dim)
-        rebuilt = VectorIndex(self.dim)
-        rebuilt.add(ids, normalise(raw))
+        rebuilt = VectorIndex.build(self.dim, ids, normalise(raw))
         log.info("rebuilt the vector index of %s from %d stored vectors", self.path, len(ids))
         return rebuilt
 
@@ -623,7 +622,7 @@ class Index:
             ),
             "preprocess_version": meta.get("preprocess_version"),
             "dim": self.dim,
-            "index_type": INDEX_TYPE,
+            "index_type": vectors.index_type,
             "vectors": vectors.ntotal,
             "items": counts,
             "precision": self.catalog.precision_counts(),

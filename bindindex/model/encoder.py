@@ -177,6 +177,10 @@ class Encoder:
             self._towers[modality] = tower
         return tower
 
+    def load(self, modality: str) -> None:
+        """Build the tower of ``modality`` and read its weights now instead of on first use."""
+        self._tower(modality)
+
     def embed_images(self, images: Tensor) -> np.ndarray:
         """Embed preprocessed images (B, 3, 224, 224) into a float32 array (B, dim)."""
         _require_floating(images, "images")
