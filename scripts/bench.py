@@ -41,15 +41,36 @@ def _sizes(text: str) -> list[int]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("suite", choices=["search", "kmeans", "reindex", "embed", "coldstart", "memory", "pipeline"])
+    parser.add_argument(
+        "suite", choices=["search", "kmeans", "reindex", "embed", "coldstart", "memory", "pipeline"]
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--record", action="store_true", help="merge the results into docs/benchmarks.json")
+    parser.add_argument(
+        "--record", action="store_true", help="merge the results into docs/benchmarks.json"
+    )
     search = parser.add_argument_group("search")
-    search.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="collection sizes, comma-separated")
+    search.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[10_000, 100_000, 1_000_000],
+        help="collection sizes, comma-separated",
+    )
     search.add_argument("--queries", type=int, default=200, help="number of single queries timed")
-    search.add_argument("--peer-n", type=int, default=100_000, help="collection size for the peer comparison")
-    search.add_argument("--hnsw-max", type=int, default=100_000, help="largest size at which the HNSW peers are built")
-    search.add_argument("--nprobes", type=_sizes, default=[8, 16, 32, 64], help="IVF nprobe values swept besides the default")
+    search.add_argument(
+        "--peer-n", type=int, default=100_000, help="collection size for the peer comparison"
+    )
+    search.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=100_000,
+        help="largest size at which the HNSW peers are built",
+    )
+    search.add_argument(
+        "--nprobes",
+        type=_sizes,
+        default=[8, 16, 32, 64],
+        help="IVF nprobe values swept besides the default",
+    )
     kmeans = parser.add_argument_group("kmeans")
     kmeans.add_argument("--k1-n", type=int, default=200_000, help="K1 vector count")
     kmeans.add_argument("--k1-k", type=int, default=256, help="K1 cluster count")
@@ -57,17 +78,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     kmeans.add_argument("--k2-k", type=int, default=1000, help="K2 cluster count")
     kmeans.add_argument("--niter", type=int, default=20, help="K-Means iterations")
     files = parser.add_argument_group("reindex")
-    files.add_argument("--files", type=_sizes, default=[100, 1_000, 10_000], help="file counts for the indexing table")
+    files.add_argument(
+        "--files",
+        type=_sizes,
+        default=[100, 1_000, 10_000],
+        help="file counts for the indexing table",
+    )
     embed = parser.add_argument_group("embed, coldstart, memory, pipeline")
     embed.add_argument("--images", type=int, default=8, help="images per measured run")
     embed.add_argument("--audio", type=int, default=4, help="audio files per measured run")
     embed.add_argument("--batch-size", type=int, default=8, help="bindindex batch size")
-    embed.add_argument("--checkpoint", type=Path, default=None, help="full-size checkpoint (made when missing)")
-    embed.add_argument("--pipeline-files", type=int, default=24, help="files in the pipeline folder")
-    embed.add_argument("--pipeline-megapixels", type=float, default=12.0, help="size of each pipeline JPEG")
-    embed.add_argument("--pipeline-audio-s", type=int, default=300, help="length of each pipeline WAV in seconds")
-    embed.add_argument("--matmul-rows", type=int, default=4 * 257, help="rows of the matmul that measures the floor (4 images of 257 tokens)")
-    embed.add_argument("--model", default="imagebind-huge", help="model of the embed suites (imagebind-test for a quick check)")
+    embed.add_argument(
+        "--checkpoint", type=Path, default=None, help="full-size checkpoint (made when missing)"
+    )
+    embed.add_argument(
+        "--pipeline-files", type=int, default=24, help="files in the pipeline folder"
+    )
+    embed.add_argument(
+        "--pipeline-megapixels", type=float, default=12.0, help="size of each pipeline JPEG"
+    )
+    embed.add_argument(
+        "--pipeline-audio-s", type=int, default=300, help="length of each pipeline WAV in seconds"
+    )
+    embed.add_argument(
+        "--matmul-rows",
+        type=int,
+        default=4 * 257,
+        help="rows of the matmul that measures the floor (4 images of 257 tokens)",
+    )
+    embed.add_argument(
+        "--model",
+        default="imagebind-huge",
+        help="model of the embed suites (imagebind-test for a quick check)",
+    )
     return parser.parse_args(argv)
 
 
@@ -132,9 +175,21 @@ def main(argv: list[str]) -> int:
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
-    command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(a for a in argv if a != "--record")
+    command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(
+        a for a in argv if a != "--record"
+    )
     if args.json:
-        print(json.dumps({"environment": environment, "command": command, "results": [r.as_dict() for r in results]}, indent=2, default=float))
+        print(
+            json.dumps(
+                {
+                    "environment": environment,
+                    "command": command,
+                    "results": [r.as_dict() for r in results],
+                },
+                indent=2,
+                default=float,
+            )
+        )
     else:
         print_table(results)
         print(f"\nload average before {before}, after {environment['load_average_after']}")

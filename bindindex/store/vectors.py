@@ -78,7 +78,9 @@ def build_ann(dim: int, ids: np.ndarray, unit: np.ndarray, *, seed: int = 0) -> 
     # 4-bit codes for every 4 dimensions: 128 bytes per 1024-d vector (float32: 4 KiB).
     subquantizers = dim // 4 if dim % 4 == 0 else dim // 2 if dim % 2 == 0 else dim
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, subquantizers, 4, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFPQFastScan(
+        quantizer, dim, nlist, subquantizers, 4, faiss.METRIC_INNER_PRODUCT
+    )
     train_n = min(n, nlist * TRAIN_POINTS_PER_LIST)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=train_n, replace=False))

@@ -56,7 +56,9 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def synthetic_vectors(n: int, dim: int = 1024, *, seed: int = 0, concepts: int = 3000) -> np.ndarray:
+def synthetic_vectors(
+    n: int, dim: int = 1024, *, seed: int = 0, concepts: int = 3000
+) -> np.ndarray:
     """Return ``n`` unit vectors from a concept mixture, memory-mapped from a cached ``.npy``.
 
     Each vector is a concept centre plus its modality's offset (two modalities) plus
@@ -81,7 +83,9 @@ def synthetic_vectors(n: int, dim: int = 1024, *, seed: int = 0, concepts: int =
     return np.load(path, mmap_mode="r")
 
 
-def synthetic_queries(nq: int, dim: int = 1024, *, seed: int = 12345, concepts: int = 3000) -> np.ndarray:
+def synthetic_queries(
+    nq: int, dim: int = 1024, *, seed: int = 12345, concepts: int = 3000
+) -> np.ndarray:
     """Return ``nq`` new draws from the mixture of ``synthetic_vectors``, as queries."""
     centres, offsets = _mixture(dim, concepts)
     return _draw(np.random.default_rng(seed), centres, offsets, nq)
@@ -125,5 +129,7 @@ def exact_top_k(xb: np.ndarray, xq: np.ndarray, k: int, chunk: int = 100_000) ->
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean share of the true top ``k`` that ``found`` (nq, >=k) contains in its first ``k``."""
-    hits = sum(len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth, strict=True))
+    hits = sum(
+        len(set(f[:k].tolist()) & set(t[:k].tolist())) for f, t in zip(found, truth, strict=True)
+    )
     return hits / (len(truth) * k)

@@ -42,7 +42,9 @@ def run(suite: str, args: argparse.Namespace) -> list[Result]:
 
         make_huge_checkpoint(checkpoint)
     if suite == "embed":
-        return embed(args.model, checkpoint, args.images, args.audio, args.batch_size, args.matmul_rows)
+        return embed(
+            args.model, checkpoint, args.images, args.audio, args.batch_size, args.matmul_rows
+        )
     if suite == "coldstart":
         return coldstart(args.model, checkpoint)
     return memory(args.model, checkpoint)
@@ -100,7 +102,9 @@ def bindindex_throughput(
     """Index each folder with towers built beforehand; return files/s and the vectors by file name."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
-        index = Index.open(Path(tmp) / "index", model=model, checkpoint=checkpoint, precision=precision)
+        index = Index.open(
+            Path(tmp) / "index", model=model, checkpoint=checkpoint, precision=precision
+        )
         try:
             for modality, folder in folders.items():
                 tower = "vision" if modality == "image" else "audio"
@@ -140,7 +144,10 @@ def reference_throughput(checkpoint: Path, folders: dict[str, Path]) -> dict[str
         model.eval()
     build_s = elapsed()
     out: dict[str, Any] = {"build_and_load_s": build_s}
-    prepare: dict[str, Callable[[Path], torch.Tensor]] = {"image": image_input, "audio": audio_input}
+    prepare: dict[str, Callable[[Path], torch.Tensor]] = {
+        "image": image_input,
+        "audio": audio_input,
+    }
     key = {"image": "vision", "audio": "audio"}
     for modality, folder in folders.items():
         files = sorted(folder.iterdir())
@@ -150,7 +157,11 @@ def reference_throughput(checkpoint: Path, folders: dict[str, Path]) -> dict[str
                 x = prepare[modality](path)[None]
                 stored.append(model({key[modality]: x})[key[modality]][0].numpy())
         seconds = elapsed()
-        out[modality] = {"files": len(files), "seconds": seconds, "files_per_s": len(files) / seconds}
+        out[modality] = {
+            "files": len(files),
+            "seconds": seconds,
+            "files_per_s": len(files) / seconds,
+        }
     del model
     gc.collect()
     return out
@@ -170,7 +181,9 @@ def embed(
             "image": link_folder(media_files("images", images), Path(tmp) / "images"),
             "audio": link_folder(media_files("audio", audio), Path(tmp) / "audio"),
         }
-        runs = {p: bindindex_throughput(model, ckpt, p, folders, batch_size) for p in ("bf16", "fp32")}
+        runs = {
+            p: bindindex_throughput(model, ckpt, p, folders, batch_size) for p in ("bf16", "fp32")
+        }
         gc.collect()
         baseline = reference_throughput(checkpoint, folders) if model == "imagebind-huge" else None
 
@@ -247,14 +260,44 @@ def coldstart(model: str, checkpoint: Path) -> list[Result]:
         index = Path(tmp) / "index"
         # One audio file gives the index a vector of this model; the audio tower is the cheapest.
         subprocess.run(
-            [sys.executable, "-m", "bindindex", "index", str(folder), "--index", str(index), "--model", model, *ckpt, "--no-progress"],
-            check=True, capture_output=True, env=_subprocess_env(),
+            [
+                sys.executable,
+                "-m",
+                "bindindex",
+                "index",
+                str(folder),
+                "--index",
+                str(index),
+                "--model",
+                model,
+                *ckpt,
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
+            env=_subprocess_env(),
         )
-        command = [sys.executable, "-m", "bindindex", "search", "--text", "a dog barking", "--index", str(index), "--model", model, *ckpt, "-k", "1"]
+        command = [
+            sys.executable,
+            "-m",
+            "bindindex",
+            "search",
+            "--text",
+            "a dog barking",
+            "--index",
+            str(index),
+            "--model",
+            model,
+            *ckpt,
+            "-k",
+            "1",
+        ]
         times = []
         for _ in range(2):
             start = time.perf_counter()
-            done = subprocess.run(command, check=True, capture_output=True, text=True, env=_subprocess_env())
+            done = subprocess.run(
+                command, check=True, capture_output=True, text=True, env=_subprocess_env()
+            )
             times.append(time.perf_counter() - start)
             assert done.stdout.strip(), done.stderr
     baseline_s = None
@@ -269,7 +312,13 @@ def coldstart(model: str, checkpoint: Path) -> list[Result]:
             "print(time.perf_counter() - start)\n"
         )
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=_subprocess_env())
+        subprocess.run(
+            [sys.executable, "-c", script],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=_subprocess_env(),
+        )
         baseline_s = time.perf_counter() - start
     first = times[0]
     return [
@@ -296,11 +345,25 @@ def memory(model: str, checkpoint: Path) -> list[Result]:
         link_folder(media_files("images", 1), folder / "images")
         link_folder(media_files("audio", 1), folder / "audio")
         command = [
-            sys.executable, "-m", "bindindex", "index", str(folder), "--index", str(Path(tmp) / "index"),
-            "--model", model, *ckpt, "--precision", "bf16", "--no-progress", "--json",
+            sys.executable,
+            "-m",
+            "bindindex",
+            "index",
+            str(folder),
+            "--index",
+            str(Path(tmp) / "index"),
+            "--model",
+            model,
+            *ckpt,
+            "--precision",
+            "bf16",
+            "--no-progress",
+            "--json",
         ]
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_subprocess_env())
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_subprocess_env()
+        )
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - start
         stderr = process.stderr.read().decode() if process.stderr else ""

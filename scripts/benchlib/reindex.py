@@ -32,7 +32,9 @@ def make_corpus(n: int) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if i % AUDIO_EVERY == 0:
             t = np.arange(32_000) / 16_000
-            tone = 0.3 * np.sin(2 * np.pi * (200 + i % 800) * t) + 0.01 * rng.standard_normal(len(t))
+            tone = 0.3 * np.sin(2 * np.pi * (200 + i % 800) * t) + 0.01 * rng.standard_normal(
+                len(t)
+            )
             soundfile.write(folder / f"sound{i:05d}.wav", tone.astype(np.float32), 16_000)
         else:
             base = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
@@ -45,8 +47,17 @@ def make_corpus(n: int) -> Path:
 def run_index(corpus: Path, index: Path) -> tuple[float, dict[str, object]]:
     """Run ``bindindex index`` in a new process; return its wall time and JSON report."""
     command = [
-        sys.executable, "-m", "bindindex", "index", str(corpus), "--index", str(index),
-        "--model", "imagebind-test", "--json", "--no-progress",
+        sys.executable,
+        "-m",
+        "bindindex",
+        "index",
+        str(corpus),
+        "--index",
+        str(index),
+        "--model",
+        "imagebind-test",
+        "--json",
+        "--no-progress",
     ]
     start = time.perf_counter()
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=dict(os.environ))
@@ -77,7 +88,13 @@ def run(sizes: list[int]) -> list[Result]:
         shutil.rmtree(index, ignore_errors=True)
     largest = rows[-1]
     return [
-        Result("index-scaling", "indexing time with imagebind-test by file count", None, "", detail={"rows": rows}),
+        Result(
+            "index-scaling",
+            "indexing time with imagebind-test by file count",
+            None,
+            "",
+            detail={"rows": rows},
+        ),
         Result(
             "R1",
             f"re-running index on {largest['files']:,} unchanged files (whole command)",

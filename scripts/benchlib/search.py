@@ -129,7 +129,9 @@ def peers(n: int, nq: int, hnsw_max: int) -> list[dict[str, Any]]:
         hnsw.add(np.ascontiguousarray(xb))
     build_s = elapsed()
     found, lat = single_queries(lambda q: hnsw.search(q, K)[1], xq)
-    rows.append(_peer_row("faiss IndexHNSWFlat M=32, efSearch 16 (defaults)", n, build_s, lat, found, truth))
+    rows.append(
+        _peer_row("faiss IndexHNSWFlat M=32, efSearch 16 (defaults)", n, build_s, lat, found, truth)
+    )
     hnsw.reset()
 
     try:
@@ -166,8 +168,18 @@ def run(sizes: list[int], nq: int, peer_n: int, hnsw_max: int, nprobes: list[int
     for n in sizes:
         path, build_s, build_peak = build_bindindex(n)
         probed = measure_open_and_search(path, n, nq, nprobes)
-        scaling.append({"n": n, "build_s": build_s, "build_peak_rss_gib": build_peak / GIB, **probed})
-    results.append(Result("search-scaling", "search latency and build time by size", None, "", detail={"sizes": scaling}))
+        scaling.append(
+            {"n": n, "build_s": build_s, "build_peak_rss_gib": build_peak / GIB, **probed}
+        )
+    results.append(
+        Result(
+            "search-scaling",
+            "search latency and build time by size",
+            None,
+            "",
+            detail={"sizes": scaling},
+        )
+    )
 
     largest = scaling[-1]
     default = largest["default"]
@@ -229,4 +241,8 @@ def run(sizes: list[int], nq: int, peer_n: int, hnsw_max: int, nprobes: list[int
 if __name__ == "__main__":
     # Child process of measure_open_and_search: PATH N NQ NPROBES
     target, count, queries, probes = sys.argv[1:5]
-    print(json.dumps(probe(Path(target), int(count), int(queries), [int(p) for p in probes.split(",") if p])))
+    print(
+        json.dumps(
+            probe(Path(target), int(count), int(queries), [int(p) for p in probes.split(",") if p])
+        )
+    )
