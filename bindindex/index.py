@@ -40,7 +40,8 @@ DEFAULT_MODEL = "imagebind-huge"
 CATALOG_FILE = "catalog.db"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
-PRECISIONS = ("fp32", "bf16")
+# "auto" picks bf16 only where the hardware computes it natively (see Encoder).
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass

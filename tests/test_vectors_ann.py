@@ -123,3 +123,16 @@ def test_small_collection_stays_exact() -> None:
     index = VectorIndex.build(DIM, np.arange(500), clustered(500, seed=11))
     assert index.ann is None
     assert index.index_type == vectors.INDEX_TYPE
+
+
+def test_unchanged_index_saves_only_sidecar(tmp_path: Path) -> None:
+    index = VectorIndex.build(DIM, np.arange(2000), clustered(2000, seed=12))
+    path = tmp_path / "vectors.faiss"
+    index.save(path, generation=1)
+    loaded = VectorIndex.load(path, DIM, generation=1)
+    assert loaded is not None
+    before = (path.stat().st_mtime_ns, path.with_name(path.name + ".ann").stat().st_mtime_ns)
+    loaded.save(path, generation=2)
+    after = (path.stat().st_mtime_ns, path.with_name(path.name + ".ann").stat().st_mtime_ns)
+    assert after == before
+    assert VectorIndex.load(path, DIM, generation=2) is not None

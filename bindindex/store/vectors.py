@@ -42,12 +42,19 @@ RETRAIN_GROWTH = 4
 TRAIN_POINTS_PER_LIST = 40
 # Candidates taken from the approximate index per requested result, re-ranked
 # exactly; and lists probed per query, as a share of the list count. On the
-# benchmark's million clustered vectors (2,048 lists) 200 candidates from 8 lists
-# gave a recall@10 of 0.9995 against exact search, and 100 candidates only 0.97.
+# benchmark's clustered vectors, 200 candidates from 8 lists gave a recall@10 of
+# 0.9995 at a million vectors (2,048 lists) but 0.91 at 100,000 (512 lists);
+# 32 lists gave 1.0 and 0.97. 100 candidates from 8 lists gave 0.97 at a million.
 CANDIDATES_PER_RESULT = 20
 MIN_CANDIDATES = 200
-NPROBE_FRACTION = 1 / 256
-MIN_NPROBE = 8
+NPROBE_FRACTION = 1 / 64
+MIN_NPROBE = 32
+
+# IO_FLAG_MMAP_IFC maps the vectors of a flat index in place, so opening it reads
+# nothing and a search process holds only the pages it touches. With IO_FLAG_MMAP
+# alone, faiss-cpu 1.15.1 copies a flat index into memory (4 GB at a million
+# vectors). Releases without IO_FLAG_MMAP_IFC fall back to that copy.
+_FLAT_MMAP_FLAGS = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -150,6 +157,7 @@ class VectorIndex:
                 f"vectors of shape {unit.shape} do not fit an index of dimension {self.dim}"
             )
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._make_writable()
         # Replacing a vector means removing the old one first: IndexIDMap2
         # would otherwise keep both under the same id.
         self.remove(ids)
@@ -238,12 +246,16 @@ class VectorIndex:
         """Write the index files and then their generation sidecar, each by atomic rename.
 
         The sidecar is written last, so a crash in between leaves a stale stamp
-        and the next load rebuilds instead of trusting a mixed pair of files.
+        and the next load rebuilds instead of trusting a mixed pair of files. An
+        index unchanged since it was mapped from ``path`` gets only a new sidecar:
+        its files already contain these vectors, so a re-run that changed nothing
+        does not rewrite gigabytes.
         """
-        self._make_writable()
-        if self.ann is not None:
-            _write_atomic(self.ann, _ann_path(path))
-        _write_atomic(self.index, path)
+        if self._mapped_from != path:
+            self._make_writable()
+            if self.ann is not None:
+                _write_atomic(self.ann, _ann_path(path))
+            _write_atomic(self.index, path)
         sidecar = _sidecar(path)
         tmp_sidecar = sidecar.with_name(sidecar.name + ".tmp")
         stamp = {
@@ -261,14 +273,13 @@ class VectorIndex:
     def load(cls, path: Path, dim: int, generation: int) -> VectorIndex | None:
         """Return the saved index, or None when it is missing, stale or unreadable."""
         sidecar = _sidecar(path)
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
         try:
             stamp = json.loads(sidecar.read_text())
-            index = faiss.read_index(str(path), flags)
+            index = faiss.read_index(str(path), _FLAT_MMAP_FLAGS)
             ann = (
                 None
                 if stamp.get("ann_ntotal") is None
-                else faiss.read_index(str(_ann_path(path)), flags)
+                else faiss.read_index(str(_ann_path(path)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
             )
         except FileNotFoundError:
             return None

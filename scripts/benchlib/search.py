@@ -165,12 +165,14 @@ def run(sizes: list[int], nq: int, peer_n: int, hnsw_max: int, nprobes: list[int
     """Build and probe bindindex's index at each size, then the peers at ``peer_n``."""
     results: list[Result] = []
     scaling = []
-    for n in sizes:
+    # Largest first, so the longest build runs before anything else started later.
+    for n in sorted(sizes, reverse=True):
         path, build_s, build_peak = build_bindindex(n)
         probed = measure_open_and_search(path, n, nq, nprobes)
         scaling.append(
             {"n": n, "build_s": build_s, "build_peak_rss_gib": build_peak / GIB, **probed}
         )
+    scaling.sort(key=lambda row: row["n"])
     results.append(
         Result(
             "search-scaling",
@@ -181,7 +183,7 @@ def run(sizes: list[int], nq: int, peer_n: int, hnsw_max: int, nprobes: list[int
         )
     )
 
-    largest = scaling[-1]
+    largest = max(scaling, key=lambda row: row["n"])
     default = largest["default"]
     n = largest["n"]
     checks = {
