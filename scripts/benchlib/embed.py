@@ -34,6 +34,7 @@ SCRIPTS_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 def run(suite: str, args: argparse.Namespace) -> list[Result]:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     if suite == "pipeline":
         return pipeline(args.pipeline_files, args.pipeline_megapixels, args.pipeline_audio_s)
     checkpoint = args.checkpoint or CACHE_DIR / "imagebind_huge.pth"
@@ -132,7 +133,7 @@ def bindindex_throughput(
 
 
 def reference_throughput(checkpoint: Path, folders: dict[str, Path]) -> dict[str, Any]:
-    """The notebook-style baseline: reference model in fp32, one file per forward pass."""
+    """Time the notebook-style baseline: reference model in fp32, one file per forward pass."""
     from bench_reference import import_reference_model
 
     from benchlib.reference_inputs import audio_input, image_input
