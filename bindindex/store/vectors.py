@@ -9,9 +9,9 @@ approximate index (IVF lists of 4-bit product-quantised codes, FAISS "fast scan"
 proposes candidates, and their exact cosines from the flat index decide the order.
 So scores stay exact and only recall is approximate. Exact search over a million
 1024-d vectors reads 4 GB per query, while the approximate index reads a few
-lists of 128-byte codes. Both files are memory-mapped when read, so a search
-process holds only the pages it touches. ``scripts/bench.py search`` measures
-latency, recall and memory of this choice.
+lists of 128-byte codes. Both files are memory-mapped when read, so opening a
+million-vector index reads almost nothing, and pages are read as searches touch
+them. ``scripts/bench.py search`` measures latency, recall and memory of this choice.
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ def build_ann(dim: int, ids: np.ndarray, unit: np.ndarray, *, seed: int = 0) -> 
     n = len(unit)
     nlist = ivf_list_count(n)
     # 4-bit codes for every 4 dimensions: 128 bytes per 1024-d vector (float32: 4 KiB).
-    subquantizers = dim // 4 if dim % 4 == 0 else dim // 2 if dim % 2 == 0 else dim
+    subquantizers = dim
+    if dim % 4 == 0:
+        subquantizers = dim // 4
+    elif dim % 2 == 0:
+        subquantizers = dim // 2
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQFastScan(
         quantizer, dim, nlist, subquantizers, 4, faiss.METRIC_INNER_PRODUCT
@@ -94,7 +98,7 @@ def build_ann(dim: int, ids: np.ndarray, unit: np.ndarray, *, seed: int = 0) -> 
     rows = np.sort(rng.choice(n, size=train_n, replace=False))
     sample = np.ascontiguousarray(unit[rows], dtype=np.float32)
 
-    # The lists' K-Means runs first, on all threads. A quantizer that already holds
+    # The lists' K-Means runs first, on all threads. A quantizer that already contains
     # nlist centroids makes index.train() skip it and train only the product quantizer.
     clustering = faiss.Clustering(dim, nlist)
     clustering.seed = seed
@@ -103,7 +107,8 @@ def build_ann(dim: int, ids: np.ndarray, unit: np.ndarray, *, seed: int = 0) -> 
     clustering.train(sample, quantizer)
     # The product quantizer is hundreds of K-Means runs on 4-d slices, each too small
     # to share: with two OpenMP threads on a busy 2-core machine, their thread
-    # synchronisation took 170 s of a 100,000-vector build, one thread about 15 s.
+    # synchronisation took 170 s of a 100,000-vector build. With one thread the whole
+    # build took 37 s.
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
@@ -122,7 +127,7 @@ def build_ann(dim: int, ids: np.ndarray, unit: np.ndarray, *, seed: int = 0) -> 
 class VectorIndex:
     """Inner-product search over unit vectors (so scores are cosines).
 
-    ``index`` holds every vector for exact search and re-ranking. ``ann`` is the
+    ``index`` contains every vector for exact search and re-ranking. ``ann`` is the
     approximate candidate index, present above ``EXACT_MAX_VECTORS`` vectors. An
     index read from disk is memory-mapped and read-only until its first change,
     which reads it into memory.
@@ -295,7 +300,9 @@ class VectorIndex:
             ann = (
                 None
                 if stamp.get("ann_ntotal") is None
-                else faiss.read_index(str(_ann_path(path)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+                else faiss.read_index(
+                    str(_ann_path(path)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+                )
             )
         except FileNotFoundError:
             return None

@@ -143,7 +143,9 @@ def reference_throughput(checkpoint: Path, folders: dict[str, Path]) -> dict[str
         model = reference.imagebind_huge(pretrained=False)
         # mmap=True keeps the baseline's peak memory at one copy of the weights; it
         # only makes the baseline faster than a plain torch.load.
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True))
+        model.load_state_dict(
+            torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        )
         model.eval()
     build_s = elapsed()
     out: dict[str, Any] = {"build_and_load_s": build_s}
