@@ -1,11 +1,11 @@
 """The reference ImageBind preprocessing, rebuilt from torchvision and torchaudio functions.
 
 The reference package's own data module imports pytorchvideo, which does not
-import with current torchvision, so the benchmark's baseline repeats its steps:
-images get Resize(224, bicubic), CenterCrop(224), ToTensor and the CLIP
-normalisation; audio is resampled to 16 kHz, cut into three 2 s clips spread over
-the file, turned into 128 Kaldi mel bins, padded or cropped to 204 frames and
-normalised with the AudioSet mean and standard deviation. Audio is read with
+import with current torchvision, so the benchmark's baseline repeats its steps.
+Images get Resize(224, bicubic), CenterCrop(224), ToTensor and the CLIP
+normalisation. Audio is resampled to 16 kHz and cut into three 2 s clips spread
+over the file. Each clip becomes 128 Kaldi mel bins, padded or cropped to 204
+frames and normalised with the AudioSet mean and standard deviation. Audio is read with
 soundfile because ``torchaudio.load`` needs torchcodec and FFmpeg.
 """
 

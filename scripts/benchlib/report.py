@@ -89,7 +89,7 @@ def index_table(record: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "| files | first run s (command) | files/s | re-run s (command) "
-        "| re-run s (Index.open + add_paths) | re-run s (ingest step) |",
+        "| re-run s (Index.open + add_paths, in process) | ingest step of the command re-run s |",
         "|---|---|---|---|---|---|",
     ]
     for row in entry["detail"]["rows"]:
