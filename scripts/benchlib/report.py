@@ -30,7 +30,8 @@ def summary(record: dict[str, Any]) -> list[str]:
         if entry is None:
             lines.append(f"| {rid} | not measured | | | |")
             continue
-        value = f"{fmt(entry['value'])} {entry['unit']}"
+        digits = 6 if entry["unit"] == "cosine" else 3
+        value = f"{fmt(entry['value'], digits)} {entry['unit']}"
         met = {True: "met", False: "**not met**", None: "-"}[entry["met"]]
         lines.append(f"| {rid} | {value} | {entry['target']} | {met} | {entry['date']} |")
     return lines
