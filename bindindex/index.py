@@ -34,7 +34,7 @@ from bindindex.model.config import get_spec
 from bindindex.scan import scan
 from bindindex.search import Hit, QueryTerm, check_terms, combine
 from bindindex.store.catalog import Catalog, ItemRow
-from bindindex.store.vectors import INDEX_TYPE, VectorIndex, normalise, row_norms
+from bindindex.store.vectors import VectorIndex, normalise, row_norms
 from bindindex.vector_import import ImportReport, import_rows, read_vector_file
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ DEFAULT_MODEL = "imagebind-huge"
 CATALOG_FILE = "catalog.db"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
-PRECISIONS = ("fp32", "bf16")
+# "auto" picks bf16 only where the hardware computes it natively (see Encoder).
+PRECISIONS = ("fp32", "bf16", "auto")
 # The modalities an imported vector can claim; "text" rows are searchable too.
 IMPORT_MODALITIES = ("image", "audio", "text")
 
@@ -261,8 +262,7 @@ class Index:
 
     def _rebuild_vectors(self) -> VectorIndex:
         ids, raw = self.catalog.vectors(self.dim)
-        rebuilt = VectorIndex(self.dim)
-        rebuilt.add(ids, normalise(raw))
+        rebuilt = VectorIndex.build(self.dim, ids, normalise(raw))
         log.info("rebuilt the vector index of %s from %d stored vectors", self.path, len(ids))
         return rebuilt
 
@@ -841,7 +841,7 @@ class Index:
             ),
             "preprocess_version": meta.get("preprocess_version"),
             "dim": self.dim,
-            "index_type": INDEX_TYPE,
+            "index_type": vectors.index_type,
             "vectors": vectors.ntotal,
             "items": counts,
             "precision": self.catalog.precision_counts(),

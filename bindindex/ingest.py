@@ -149,8 +149,11 @@ class Ingest:
         started = time.monotonic()
         seen = {path_bytes(f.path) for f in scan.files}
         todo: list[tuple[ScannedFile, ItemRow | None]] = []
+        # One query for every row, so a re-run over many unchanged files does not
+        # make one SQLite round trip per file.
+        known = {item.path_bytes: item for item in self.catalog.items()}
         for scanned in scan.files:
-            existing = self.catalog.item_by_path(path_bytes(scanned.path))
+            existing = known.get(path_bytes(scanned.path))
             if existing is not None and self._is_unchanged(existing, scanned):
                 self.report.unchanged += 1
                 continue
@@ -159,7 +162,9 @@ class Ingest:
         # An indexed item whose file is gone may have moved to a new path in this
         # scan. A worker that finds the same content there reuses its vector.
         candidates: dict[str, ItemRow] = {}
-        for item in self.catalog.items(status="indexed"):
+        for item in known.values():
+            if item.status != "indexed":
+                continue
             if item.path_bytes not in seen and item.content_hash and not item.fs_path.exists():
                 candidates.setdefault(item.content_hash, item)
         self._move_candidates = candidates

@@ -64,7 +64,8 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         envvar="BINDINDEX_PRECISION",
-        help="Numeric precision of the model: fp32 or bf16.",
+        help="Numeric precision of the model: fp32, bf16, or auto (bf16 only where the "
+        "CPU or GPU computes it natively, else fp32).",
     ),
 ]
 

@@ -60,6 +60,21 @@ def cpu_has_native_bf16() -> bool | None:
     return any(bool(check()) for check in available)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Map ``auto`` to ``bf16`` where the device computes bfloat16 natively, else ``fp32``.
+
+    ``fp32`` and ``bf16`` are returned unchanged. On a CPU without AVX512-BF16 or AMX,
+    or where torch cannot tell, ``auto`` means ``fp32``, because bf16 there is slower.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 class Encoder:
     """Embed images, audio and text tokens with a named ImageBind model.
 
@@ -78,9 +93,10 @@ class Encoder:
         device: str | torch.device = "cpu",
     ) -> None:
         self._spec: ModelSpec = get_spec(model_name)
+        self._device = parse_device(device)
+        precision = resolve_precision(precision, self._device)
         self._dtype = parse_precision(precision)
         self._precision = precision
-        self._device = parse_device(device)
         if self._spec.init_seed is not None and checkpoint is not None:
             raise UsageError(
                 f"model {model_name!r} uses seeded random weights and takes no checkpoint"
@@ -116,7 +132,7 @@ class Encoder:
 
     @property
     def precision(self) -> str:
-        """Requested precision, ``fp32`` or ``bf16``."""
+        """Precision in use, ``fp32`` or ``bf16`` (``auto`` is resolved to one of them)."""
         return self._precision
 
     @property
@@ -176,6 +192,10 @@ class Encoder:
             )
             self._towers[modality] = tower
         return tower
+
+    def load(self, modality: str) -> None:
+        """Build the tower of ``modality`` and read its weights now instead of on first use."""
+        self._tower(modality)
 
     def embed_images(self, images: Tensor) -> np.ndarray:
         """Embed preprocessed images (B, 3, 224, 224) into a float32 array (B, dim)."""

@@ -1,0 +1,1 @@
+"""Helpers of ``scripts/bench.py``: result records, timing, memory and synthetic data."""
