@@ -28,7 +28,7 @@ from bindindex.errors import (
 )
 from bindindex.export import export_vectors
 from bindindex.ingest import Failure, IndexReport, Ingest
-from bindindex.media import PREPROCESS_VERSION, load_audio, load_image, sniff, tokenize
+from bindindex.media import PREPROCESS_VERSION, sniff
 from bindindex.media.image import DEFAULT_MAX_PIXELS, pillow_pixel_limit
 from bindindex.model.config import get_spec
 from bindindex.scan import scan
@@ -442,6 +442,9 @@ class Index:
             if len(ids) == 0:
                 raise NotFoundError(f"item {item_id} is not in index {self.path} or has no vector")
             return raw[0]
+        # The decoders load torch, so they are imported only when a query needs them.
+        from bindindex.media import load_audio, load_image, tokenize
+
         self._check_model_name()
         encoder = self.encoder
         self._check_model_for_query(encoder)
@@ -636,6 +639,8 @@ class Index:
         self._check_model_for_query(encoder)
 
         def embed_texts(texts: list[str]) -> np.ndarray:
+            from bindindex.media import tokenize
+
             return np.asarray(encoder.embed_tokens(tokenize(texts)), dtype=np.float32)
 
         def namer(centroids: np.ndarray) -> list[tuple[str, float]]:

@@ -18,19 +18,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from bindindex.errors import MediaError
-from bindindex.media import MEDIA_EXTENSIONS, extension_modality, load_audio, load_image, sniff
+from bindindex.media import MEDIA_EXTENSIONS, extension_modality, sniff
 from bindindex.media.detect import EMPTY_FILE_DETAIL
-from bindindex.media.image import DEFAULT_MAX_PIXELS
+from bindindex.media.image import DEFAULT_MAX_PIXELS, load_image
 from bindindex.scan import ScannedFile, ScanProblem, ScanResult
 from bindindex.store.catalog import Catalog, ItemRow
 from bindindex.store.vectors import VectorIndex, normalise
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,8 @@ class Ingest:
                 prepared.flags = tuple(image.flags)
                 prepared.width, prepared.height = image.width, image.height
             else:
+                from bindindex.media.audio import load_audio  # loads torch, on first use only
+
                 audio = load_audio(path)
                 prepared.tensor = audio.clips
                 prepared.flags = tuple(audio.flags)
@@ -302,6 +306,8 @@ class Ingest:
         return self._encoder
 
     def _embed_and_commit(self, batch: list[_Prepared]) -> None:
+        import torch
+
         encoder = self._encoder_ready()
         modality = batch[0].modality
         stacked = torch.stack([p.tensor for p in batch])  # type: ignore[misc]

@@ -311,3 +311,17 @@ def test_max_pixels_above_pillow_limit_is_usage_error(tmp_path: Path, paired: Pa
     )  # fmt: skip
     assert code == 2
     assert "invalid --max-pixels" in err
+
+
+def test_startup_does_not_import_torch_or_sklearn() -> None:
+    # A re-index that finds nothing new and the read-only commands should start
+    # in well under a second; torch and scikit-learn take seconds to import.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bindindex.cli.app, bindindex.index, bindindex.server.app; "
+        "print(sorted(m for m in ('torch', 'sklearn', 'scipy', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -12,7 +12,6 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from bindindex.store.vectors import normalise
 
@@ -39,6 +38,8 @@ def match_ids(
     ``next_id``, ``next_id + 1``, ... in their row order. The similarity is
     None for an unmatched cluster.
     """
+    from scipy.optimize import linear_sum_assignment  # slow to import; needed only here
+
     k_new = len(new_centroids)
     ids: list[int | None] = [None] * k_new
     similarity: list[float | None] = [None] * k_new

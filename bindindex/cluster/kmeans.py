@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
-from sklearn import metrics as skm
-from sklearn.cluster import kmeans_plusplus
 
 from bindindex.errors import UsageError
 
@@ -126,6 +124,8 @@ def _train(
     starts in one cluster and ends in a worse local optimum, so there the
     starts come from k-means++, which spreads them out.
     """
+    from sklearn.cluster import kmeans_plusplus  # slow to import; needed only here
+
     d = x.shape[1]
     km = faiss.Kmeans(
         d,
@@ -176,6 +176,8 @@ def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def silhouette(x: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float | None:
     """Mean silhouette (Euclidean on unit vectors), or None where it is undefined."""
+    from sklearn import metrics as skm  # slow to import; needed only here
+
     n_labels = len(np.unique(labels))
     if n_labels < 2 or n_labels >= len(x):
         return None
@@ -245,6 +247,8 @@ def choose_k(x: np.ndarray, k_min: int, k_max: int, *, seed: int = 0, niter: int
     number of distinct vectors is clamped, and ``warnings`` states the
     range used.
     """
+    from sklearn import metrics as skm  # slow to import; needed only here
+
     n = len(x)
     if n == 0:
         raise UsageError("the index contains no vectors to cluster; index some files first")

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from bindindex.errors import UsageError
 
@@ -33,6 +32,8 @@ def consistency(
     share of its items there, and whether the majority cluster of its images is
     the majority cluster of its audio.
     """
+    from sklearn import metrics as skm  # slow to import; needed only here
+
     labelled = [i for i, label in enumerate(labels) if label is not None]
     if not labelled:
         raise UsageError("no indexed item has a label; check --labels and the indexed folders")

@@ -18,15 +18,17 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 import numpy as np
 import PIL
-import torch
 from PIL import Image, ImageOps
 
 from bindindex.errors import MediaError
 from bindindex.media.detect import open_with_head, sniff_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +340,8 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     filter. Raises ValueError unless the image mode is RGB.
     Returns float32 (3, 224, 224).
     """
+    import torch  # imported here so that importing this module does not load torch
+
     if image.mode != "RGB":
         raise ValueError(
             f"preprocess expects an RGB image, got mode {image.mode}; call to_rgb first"
