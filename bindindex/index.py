@@ -453,6 +453,8 @@ class Index:
         path = Path(term.value)
         if path.is_dir():
             raise UsageError(f"query path {path} is a folder; --{term.kind} takes a file")
+        if path.exists() and not path.is_file():
+            raise UsageError(f"query path {path} is not a regular file; give an image or audio file")
         if not path.is_file():
             raise NotFoundError(f"query file {path} not found")
         try:
