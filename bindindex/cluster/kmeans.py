@@ -27,9 +27,9 @@ DEFAULT_RESTARTS = 3
 # k=5 took 0.2 s on 2 busy cores and under 1 ms on one thread.
 SINGLE_THREAD_BELOW = 10_000
 # K-Means trains on a seeded sample of at most this many points per centroid
-# (FAISS's own default); every vector is then assigned to its nearest centroid.
-# On the 1024-d benchmark mixture the inertia over all points stays within 1 %
-# of training on every point, and a million vectors at k=1000 train in minutes.
+# (FAISS's own default), and then every vector is assigned to its nearest
+# centroid. On the 1024-d benchmark mixture the inertia over all points stays
+# within 1 % of training on every point.
 KMEANS_POINTS_PER_CENTROID = 256
 # From this many vectors on, K-Means runs once from FAISS's random start. The
 # k-means++ start costs n * k * d per chosen centre and the restarts multiply the

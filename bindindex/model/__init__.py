@@ -17,8 +17,8 @@ if TYPE_CHECKING:
         resolve_checkpoint,
     )
 
-# These import torch, which takes seconds; they load on first use, so commands
-# that only read the catalog (or find nothing new to embed) start quickly.
+# These modules import torch, which takes seconds. They load on first use, so
+# commands that only read the catalog or find nothing new to embed start quickly.
 _LAZY = {
     "Encoder": "bindindex.model.encoder",
     "ImageBind": "bindindex.model.imagebind",
