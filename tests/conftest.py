@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# Resolved, because the index stores the real path of a folder reached through a link.
+SHARED = (Path(__file__).resolve().parents[1].parent / "shared").resolve()
 PAIRED = SHARED / "data" / "paired"
 EDGE = SHARED / "data" / "edge"
 CASES = SHARED / "cases"

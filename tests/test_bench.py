@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAIRED = ROOT.parent / "shared" / "data" / "paired"
+PAIRED = (ROOT.parent / "shared").resolve() / "data" / "paired"
 
 TINY = {
     "search": (
