@@ -7,7 +7,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,20 @@ class Index:
                 "build a new index"
             )
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock for one write, with the model name and vector index ready."""
+        self._acquire_write_lock()
+        try:
+            self._remember_requested_model()
+            self.vectors()
+            yield
+        finally:
+            self._release_lock()
+
+    def _save_vectors(self) -> None:
+        self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+
     def _remember_requested_model(self) -> None:
         """Store the model name of a write before any vector fixes the model for good."""
         if self.catalog.get_meta("model_id") is None:
@@ -345,10 +360,7 @@ class Index:
                 get_spec(self.model_name)
             except ModelError as exc:
                 raise UsageError(str(exc)) from exc
-        self._acquire_write_lock()
-        try:
-            self._remember_requested_model()
-            self.vectors()
+        with self._writing():
             result = scan([Path(p) for p in paths], skip=[self.path])
             run = Ingest(
                 self.catalog,
@@ -364,14 +376,12 @@ class Index:
                 on_progress=on_progress,
             )
             report = run.run(result)
-            self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+            self._save_vectors()
             # Items new since the latest cluster run join its nearest cluster until the next run.
             assigned = cluster_runs.assign_provisional(self.catalog, self.dim)
             if assigned:
                 log.info("assigned %d items provisionally to the latest cluster run", assigned)
             return report
-        finally:
-            self._release_lock()
 
     def import_vectors(
         self,
@@ -393,10 +403,7 @@ class Index:
             )
         source = Path(path).resolve()
         self._check_model_name()
-        self._acquire_write_lock()
-        try:
-            self._remember_requested_model()
-            self.vectors()
+        with self._writing():
             encoder = self.encoder
             # In an empty index the model fixes the dimension here, as in add_paths.
             self._check_model(encoder)
@@ -420,14 +427,12 @@ class Index:
                 model_id=encoder.model_id,
                 record_model=lambda conn: self._record_model(conn, encoder),
             )
-            self.vectors().save(self.path / VECTORS_FILE, self.catalog.vector_generation())
+            self._save_vectors()
             log.info(
                 "imported %d vectors from %s as %s items (%d failed)",
                 report.imported, source, modality, report.failed,
             )  # fmt: skip
             return report
-        finally:
-            self._release_lock()
 
     # -- queries ----------------------------------------------------------------
 

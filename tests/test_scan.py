@@ -178,7 +178,7 @@ def test_folder_named_through_link_is_not_indexed_twice(open_fake_index, folder:
     assert len(idx.catalog.items()) == 3
 
 
-def test_model_of_a_run_that_embedded_nothing_is_kept(tmp_path: Path) -> None:
+def test_requested_model_survives_empty_run(tmp_path: Path) -> None:
     from bindindex.index import Index
 
     folder = tmp_path / "media"

@@ -79,8 +79,8 @@ _TEXT_DESCRIPTIONS: Final = {
 }
 
 EMPTY: Final = Detected(None, "empty")
-# The reason for a file of 0 bytes is "undecodable", like any other file that
-# contains no media; "empty" means a valid header that declares no content.
+# A file of 0 bytes gets the reason "undecodable", like any other file without
+# media in it. The reason "empty" is kept for a valid header that declares no content.
 EMPTY_FILE_DETAIL: Final = "the file is empty (0 bytes); there is nothing to decode"
 
 
