@@ -32,6 +32,7 @@ from bindindex.model.weights import (
     load_model,
     model_id_for,
     read_checkpoint,
+    read_converted,
     resolve_checkpoint,
     sidecar_path,
 )
@@ -656,6 +657,58 @@ def test_read_checkpoint_is_memory_mapped(tiny_bytes: bytes, tmp_path: Path) -> 
 
     assert str(path) in maps.read_text()
     assert len(state) > 0
+
+
+def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> None:
+    maps = Path("/proc/self/maps")
+    path = tmp_path / "convert.pth"
+    path.write_bytes(tiny_bytes)
+    state = read_checkpoint(path)
+    keys = list(state)
+    expected = {key: tensor.to(torch.bfloat16) for key, tensor in state.items()}
+    scales = {key: state[key].clone() for key in keys if "log_logit_scale" in key}
+    del state
+    passes = 0
+    real_read = read_checkpoint
+
+    def counting_read(p: Path) -> dict[str, torch.Tensor]:
+        nonlocal passes
+        passes += 1
+        return real_read(p)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bindindex.model.weights.read_checkpoint", counting_read)
+        converted = read_converted(
+            path, keys, dtype=torch.bfloat16, device=torch.device("cpu"), chunk_bytes=1
+        )
+
+    assert passes == len(keys), "with a one-byte budget each pass copies one tensor"
+    assert set(converted) == set(keys)
+    assert scales, "the TEST checkpoint has logit scales"
+    for key, tensor in converted.items():
+        if key in scales:
+            # kept in float32 and not rounded through bfloat16
+            assert tensor.dtype == torch.float32
+            assert torch.equal(tensor, scales[key])
+        elif tensor.is_floating_point():
+            assert tensor.dtype == torch.bfloat16, key
+            assert torch.equal(tensor, expected[key]), key
+    if maps.exists():
+        assert str(path) not in maps.read_text(), "every converted pass releases its mapping"
+
+
+def test_read_converted_keeps_fp32_mapped(tiny_bytes: bytes, tmp_path: Path) -> None:
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps to see memory mappings")
+    path = tmp_path / "fp32.pth"
+    path.write_bytes(tiny_bytes)
+    keys = list(read_checkpoint(path))
+
+    converted = read_converted(path, keys, dtype=torch.float32, device=torch.device("cpu"))
+
+    assert all(tensor.dtype == torch.float32 for tensor in converted.values())
+    assert str(path) in maps.read_text(), "fp32 weights stay views of the mapped file"
 
 
 # ---------------------------------------------------------------------------

@@ -342,6 +342,28 @@ def coldstart(model: str, checkpoint: Path) -> list[Result]:
 # -- M1 ------------------------------------------------------------------------------------
 
 
+# Runs the command line and prints the process's own peak resident set on exit. Linux
+# carries the parent's peak across fork and exec into the child's ru_maxrss. Without
+# this, a bench process that has just written the checkpoint would set the child's peak.
+_PEAK_WRAPPER = """
+import atexit, resource, sys
+def report():
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    peak_kib = int(line.split()[1])
+    except OSError:
+        pass
+    print("PEAK_KIB", peak_kib, file=sys.stderr, flush=True)
+atexit.register(report)
+sys.argv = ["bindindex", *sys.argv[1:]]
+from bindindex.cli.app import main
+main()
+"""
+
+
 def memory(model: str, checkpoint: Path) -> list[Result]:
     """Peak RSS of an ``index`` process on one image and one audio file in bf16."""
     ckpt = ["--checkpoint", str(checkpoint)] if model == "imagebind-huge" else []
@@ -351,8 +373,8 @@ def memory(model: str, checkpoint: Path) -> list[Result]:
         link_folder(media_files("audio", 1), folder / "audio")
         command = [
             sys.executable,
-            "-m",
-            "bindindex",
+            "-c",
+            _PEAK_WRAPPER,
             "index",
             str(folder),
             "--index",
@@ -366,14 +388,15 @@ def memory(model: str, checkpoint: Path) -> list[Result]:
             "--json",
         ]
         start = time.perf_counter()
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_subprocess_env()
-        )
-        _, status, usage = os.wait4(process.pid, 0)
+        done = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env())
         seconds = time.perf_counter() - start
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        assert os.waitstatus_to_exitcode(status) == 0, stderr
-    peak = usage.ru_maxrss * 1024 / GIB
+        assert done.returncode == 0, done.stderr
+    peaks = []
+    for line in done.stderr.splitlines():
+        if line.startswith("PEAK_KIB "):
+            peaks.append(line.split()[1])
+    assert peaks, f"the index process did not report its peak memory:\n{done.stderr}"
+    peak = int(peaks[-1]) * 1024 / GIB
     return [
         Result(
             "M1",
