@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,115 @@ def test_unchanged_index_saves_only_sidecar(tmp_path: Path) -> None:
     after = (path.stat().st_mtime_ns, path.with_name(path.name + ".ann").stat().st_mtime_ns)
     assert after == before
     assert VectorIndex.load(path, DIM, generation=2) is not None
+
+
+@pytest.fixture
+def pread_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors, "PREAD_MIN_BYTES", 0)
+
+
+def saved_ann(tmp_path: Path, n: int = 2000) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Save an approximate index over ``n`` clustered vectors with scattered ids."""
+    xb = clustered(n, seed=11)
+    ids = np.arange(n, dtype=np.int64)[::-1] * 5 + 1  # ids not in slot order
+    path = tmp_path / "vectors.faiss"
+    VectorIndex.build(DIM, ids, xb).save(path, generation=1)
+    return xb, ids, path
+
+
+@pytest.mark.usefixtures("pread_always")
+def test_loaded_ann_reranks_with_reads(tmp_path: Path) -> None:
+    xb, ids, path = saved_ann(tmp_path)
+    xq = clustered(20, seed=12)
+    in_memory = VectorIndex.build(DIM, ids, xb)
+    loaded = VectorIndex.load(path, DIM, generation=1)
+    assert loaded is not None
+
+    assert loaded._rows is not None, "a saved flat index is re-ranked with pread"
+    assert loaded.ann is not None
+    assert loaded.ann.implem == vectors.FAST_SCAN_IMPLEM
+    read_scores, read_ids = loaded.search(xq, 10)
+    mapped_scores, mapped_ids = in_memory.search(xq, 10)
+    np.testing.assert_array_equal(read_ids, mapped_ids)
+    np.testing.assert_array_equal(read_scores, mapped_scores)
+    rows = loaded._rows.read(ids[[5, 0, 1999]])
+    np.testing.assert_array_equal(rows, xb[[5, 0, 1999]])
+
+
+@pytest.mark.usefixtures("pread_always")
+def test_ann_reads_mapped_file_after_replace(tmp_path: Path) -> None:
+    xb, ids, path = saved_ann(tmp_path)
+    loaded = VectorIndex.load(path, DIM, generation=1)
+    assert loaded is not None
+    before = loaded.search(xb[:5], 10)
+
+    # A writer replaces the file by rename, as save() does. The open index keeps
+    # reading the vectors it mapped.
+    other = clustered(2000, seed=13)
+    VectorIndex.build(DIM, ids, other).save(path, generation=2)
+    after = loaded.search(xb[:5], 10)
+
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_array_equal(after[0], before[0])
+
+
+@pytest.mark.usefixtures("pread_always")
+def test_unknown_flat_layout_reranks_mapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xb, ids, path = saved_ann(tmp_path)
+    expected = VectorIndex.build(DIM, ids, xb).search(xb[:5], 10)
+    monkeypatch.setattr(vectors, "_FLAT_TAG", b"IxF2")
+
+    loaded = VectorIndex.load(path, DIM, generation=1)
+
+    assert loaded is not None
+    assert loaded._rows is None
+    scores, found = loaded.search(xb[:5], 10)
+    np.testing.assert_array_equal(found, expected[1])
+    np.testing.assert_array_equal(scores, expected[0])
+
+
+@pytest.mark.usefixtures("pread_always")
+def test_ann_reads_from_threads(tmp_path: Path) -> None:
+    _, _, path = saved_ann(tmp_path)
+    loaded = VectorIndex.load(path, DIM, generation=1)
+    assert loaded is not None
+    queries = clustered(40, seed=14)
+    expected = [loaded.search(q[None], 10)[1] for q in queries]
+
+    def search_all(_: int) -> list[np.ndarray]:
+        return [loaded.search(q[None], 10)[1] for q in queries]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(search_all, range(8)))
+
+    for result in results:
+        for got, want in zip(result, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.usefixtures("pread_always")
+def test_modified_ann_stops_reading_file(tmp_path: Path) -> None:
+    xb, _, path = saved_ann(tmp_path)
+    loaded = VectorIndex.load(path, DIM, generation=1)
+    assert loaded is not None
+
+    loaded.add(np.array([7_000_000]), xb[:1] * -1)
+
+    assert loaded._rows is None
+    _, found = loaded.search(-xb[:1], 1)
+    assert found[0, 0] == 7_000_000
+
+
+def test_small_flat_file_reranks_mapped(tmp_path: Path) -> None:
+    xb, ids, path = saved_ann(tmp_path)
+
+    loaded = VectorIndex.load(path, DIM, generation=1)
+
+    assert loaded is not None
+    assert loaded.ann is not None
+    assert loaded._rows is None, "a file below PREAD_MIN_BYTES stays mapped"
+    scores, found = loaded.search(xb[:3], 1)
+    assert found[:, 0].tolist() == ids[:3].tolist()
+    np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)

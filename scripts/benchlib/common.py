@@ -47,6 +47,18 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def rss_split_bytes() -> dict[str, int]:
+    """Return the resident anonymous memory and mapped file pages of this process, in bytes."""
+    fields = {"RssAnon:": "anon", "RssFile:": "file"}
+    split = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            name, *rest = line.split()
+            if name in fields:
+                split[fields[name]] = int(rest[0]) * 1024
+    return split
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
