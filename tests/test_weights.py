@@ -646,21 +646,27 @@ def test_load_model_checks_options(tiny_model: ModelSpec, tmp_path: Path) -> Non
         load_model("imagebind-test", modalities=["text"], checkpoint=tmp_path / "x.pth")
 
 
-def test_read_checkpoint_is_memory_mapped(tiny_bytes: bytes, tmp_path: Path) -> None:
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
+PROC_MAPS = Path("/proc/self/maps")
+
+
+def mapped_files() -> str:
+    """Return this process's memory map listing, skipping the test where there is none."""
+    if not PROC_MAPS.exists():
         pytest.skip("needs /proc/self/maps to see memory mappings")
+    return PROC_MAPS.read_text()
+
+
+def test_read_checkpoint_is_memory_mapped(tiny_bytes: bytes, tmp_path: Path) -> None:
     path = tmp_path / "mapped.pth"
     path.write_bytes(tiny_bytes)
 
     state = read_checkpoint(path)
 
-    assert str(path) in maps.read_text()
+    assert str(path) in mapped_files()
     assert len(state) > 0
 
 
 def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> None:
-    maps = Path("/proc/self/maps")
     path = tmp_path / "convert.pth"
     path.write_bytes(tiny_bytes)
     state = read_checkpoint(path)
@@ -693,14 +699,10 @@ def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> N
         elif tensor.is_floating_point():
             assert tensor.dtype == torch.bfloat16, key
             assert torch.equal(tensor, expected[key]), key
-    if maps.exists():
-        assert str(path) not in maps.read_text(), "every converted pass releases its mapping"
+    assert str(path) not in mapped_files(), "every converted pass releases its mapping"
 
 
 def test_read_converted_keeps_fp32_mapped(tiny_bytes: bytes, tmp_path: Path) -> None:
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
-        pytest.skip("needs /proc/self/maps to see memory mappings")
     path = tmp_path / "fp32.pth"
     path.write_bytes(tiny_bytes)
     keys = list(read_checkpoint(path))
@@ -708,7 +710,7 @@ def test_read_converted_keeps_fp32_mapped(tiny_bytes: bytes, tmp_path: Path) -> 
     converted = read_converted(path, keys, dtype=torch.float32, device=torch.device("cpu"))
 
     assert all(tensor.dtype == torch.float32 for tensor in converted.values())
-    assert str(path) in maps.read_text(), "fp32 weights stay views of the mapped file"
+    assert str(path) in mapped_files(), "fp32 weights stay views of the mapped file"
 
 
 # ---------------------------------------------------------------------------
