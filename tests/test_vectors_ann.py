@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bindindex.errors import IndexStateError
 from bindindex.store import vectors
 from bindindex.store.vectors import VectorIndex, normalise
 
@@ -170,6 +171,8 @@ def test_loaded_ann_reranks_with_reads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_scores, mapped_scores)
     rows = loaded._rows.read(ids[[5, 0, 1999]])
     np.testing.assert_array_equal(rows, xb[[5, 0, 1999]])
+    with pytest.raises(IndexStateError, match=r"no rows for ids \[2\]"):
+        loaded._rows.read(np.array([ids[0], 2]))
 
 
 @pytest.mark.usefixtures("pread_always")

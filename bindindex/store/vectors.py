@@ -240,7 +240,15 @@ class _RowReader:
 
         The array is this thread's buffer and is overwritten by its next call.
         """
-        slots = self._order[np.searchsorted(self._sorted_ids, ids)]
+        positions = np.searchsorted(self._sorted_ids, ids)
+        positions = np.minimum(positions, len(self._sorted_ids) - 1)
+        if not np.array_equal(self._sorted_ids[positions], ids):
+            missing = ids[self._sorted_ids[positions] != ids]
+            raise IndexStateError(
+                f"vector file {self._handle.name} has no rows for ids {missing[:5].tolist()} "
+                "that its approximate index proposed; delete the file to have it rebuilt"
+            )
+        slots = self._order[positions]
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < len(ids):
             buffer = np.empty((max(len(ids), MIN_CANDIDATES), self._dim), dtype=np.float32)
