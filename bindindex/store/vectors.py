@@ -377,12 +377,13 @@ class VectorIndex:
         _, found = self.ann.search(xq, candidates, params=params)  # (nq, candidates)
         scores = np.zeros((len(xq), k), dtype=np.float32)
         ids = np.full((len(xq), k), -1, dtype=np.int64)
+        rows = self._rows  # one reader for the whole batch of queries
         for row, (query, proposed) in enumerate(zip(xq, found, strict=True)):
             proposed = proposed[proposed >= 0]
             if len(proposed) == 0:
                 continue
-            if self._rows is not None:
-                vectors = self._rows.read(proposed)  # (candidates, d)
+            if rows is not None:
+                vectors = rows.read(proposed)  # (candidates, d)
             else:
                 vectors = self.index.reconstruct_batch(proposed)
             exact = vectors @ query  # (candidates,)
