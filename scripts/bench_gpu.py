@@ -2,6 +2,10 @@
 
 Usage: ``PYTHONPATH=. python scripts/bench_gpu.py [--budget-s 540] [--out DIR]``.
 
+``--device cpu --model imagebind-test`` with small ``--images``, ``--audio`` and
+``--batch-sizes`` runs the same steps on a CPU in seconds, so that the tests can
+check the script before a GPU is available; its figures mean nothing.
+
 Needs only this repository and its dependencies: the script writes a full-size
 imagebind_huge checkpoint with seeded random weights (bindindex's own model code,
 vision, text and audio towers), 1,024 JPEGs and 256 WAV files into a temporary
@@ -38,17 +42,23 @@ AUDIO_GFLOP = 122.0
 BATCH_SIZES = (32, 64, 128, 256)
 
 
-def gpu_bf16_tflops(seconds: float = 3.0) -> float:
-    x = torch.randn(8192, 1280, device="cuda", dtype=torch.bfloat16)
-    weight = torch.randn(5120, 1280, device="cuda", dtype=torch.bfloat16)
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bf16_tflops(device: str, rows: int = 8192, seconds: float = 3.0) -> float:
+    """Measure the device's bf16 rate on a ViT-H MLP-shaped F.linear, in TFLOP/s."""
+    x = torch.randn(rows, 1280, device=device, dtype=torch.bfloat16)
+    weight = torch.randn(5120, 1280, device=device, dtype=torch.bfloat16)
     flop = 2 * x.shape[0] * x.shape[1] * weight.shape[0]
     torch.nn.functional.linear(x, weight)
-    torch.cuda.synchronize()
+    synchronize(device)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(20):
             torch.nn.functional.linear(x, weight)
-        torch.cuda.synchronize()
+        synchronize(device)
         runs += 20
     return flop * runs / (time.perf_counter() - start) / 1e12
 
@@ -75,7 +85,7 @@ def write_media(root: Path, images: int, audio: int) -> dict[str, Path]:
     return folders
 
 
-def model_only(index: Index, modality: str, batch: int, repeats: int = 3) -> float:
+def model_only(index: Index, modality: str, batch: int, device: str, repeats: int = 3) -> float:
     """Files/s of the model alone on random tensors of the batch size."""
     encoder = index.encoder
     if modality == "image":
@@ -85,12 +95,16 @@ def model_only(index: Index, modality: str, batch: int, repeats: int = 3) -> flo
         x = torch.randn(batch, 3, 1, 128, 204)
         run = encoder.embed_audio
     run(x)
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         run(x)
-    torch.cuda.synchronize()
+    synchronize(device)
     return batch * repeats / (time.perf_counter() - start)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
 
 
 def main() -> int:
@@ -101,30 +115,45 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     )
+    parser.add_argument("--device", default="cuda", help="torch device (cpu only for a dry run)")
+    parser.add_argument("--model", default="imagebind-huge", help="imagebind-test for a dry run")
+    parser.add_argument("--images", type=int, default=1024, help="JPEG files to index")
+    parser.add_argument("--audio", type=int, default=256, help="WAV files to index")
+    parser.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=list(BATCH_SIZES),
+        help="comma-separated batch sizes",
+    )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA device: this script measures E1 and E2 on a GPU only", file=sys.stderr)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device: this script measures E1 and E2 on a GPU", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    report: dict[str, Any] = {"device": torch.cuda.get_device_name(), "runs": [], "skipped": []}
-    report["bf16_tflops"] = gpu_bf16_tflops()
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    report: dict[str, Any] = {"device": name, "model": args.model, "runs": [], "skipped": []}
+    rows = 8192 if args.device.startswith("cuda") else 64
+    report["bf16_tflops"] = bf16_tflops(args.device, rows=rows)
     report["floor_images_per_s"] = report["bf16_tflops"] * 1e3 / IMAGE_GFLOP
     report["floor_audio_per_s"] = report["bf16_tflops"] * 1e3 / AUDIO_GFLOP
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = write_checkpoint(root / "imagebind_huge.pth")
-        folders = write_media(root / "media", images=1024, audio=256)
+        checkpoint = None
+        if get_spec(args.model).init_seed is None:
+            checkpoint = write_checkpoint(root / "imagebind_huge.pth")
+        folders = write_media(root / "media", images=args.images, audio=args.audio)
         workers = os.cpu_count() or 4
-        for batch in BATCH_SIZES:
+        for batch in args.batch_sizes:
             for modality, folder in folders.items():
                 if time.perf_counter() - started > args.budget_s:
                     report["skipped"].append({"batch": batch, "modality": modality})
                     continue
                 index = Index.open(
                     root / f"index-{batch}-{modality}",
+                    model=args.model,
                     checkpoint=checkpoint,
                     precision="bf16",
-                    device="cuda",
+                    device=args.device,
                 )
                 try:
                     index.encoder.load("vision" if modality == "image" else "audio")
@@ -136,7 +165,7 @@ def main() -> int:
                         "modality": modality,
                         "files": added,
                         "files_per_s": added / seconds,
-                        "model_only_files_per_s": model_only(index, modality, batch),
+                        "model_only_files_per_s": model_only(index, modality, batch, args.device),
                     }
                 finally:
                     index.close()

@@ -62,3 +62,40 @@ def test_suite_runs_tiny(suite: str, tmp_path: Path) -> None:
     assert {result["id"] for result in report["results"]} == ids
     for result in report["results"]:
         assert result["met"] in (True, False, None)
+
+
+def test_gpu_script_dry_run_on_cpu(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_gpu.py"),
+        "--device",
+        "cpu",
+        "--model",
+        "imagebind-test",
+        "--images",
+        "3",
+        "--audio",
+        "2",
+        "--batch-sizes",
+        "2",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["device"] == "cpu"
+    assert report["bf16_tflops"] > 0
+    assert report["skipped"] == []
+    assert {(run["batch"], run["modality"]) for run in report["runs"]} == {
+        (2, "image"),
+        (2, "audio"),
+    }
+    files = {run["modality"]: run["files"] for run in report["runs"]}
+    assert files == {"image": 3, "audio": 2}
+    assert all(run["files_per_s"] > 0 for run in report["runs"])
+    assert all(run["model_only_files_per_s"] > 0 for run in report["runs"])
