@@ -252,3 +252,47 @@ def test_small_flat_file_reranks_mapped(tmp_path: Path) -> None:
     scores, found = loaded.search(xb[:3], 1)
     assert found[:, 0].tolist() == ids[:3].tolist()
     np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
+
+
+def found_by_own_vector(index: VectorIndex, ids: np.ndarray, xb: np.ndarray) -> float:
+    """Return the share of ``ids`` among the approximate index's candidates for their own rows."""
+    assert index.ann is not None
+    _, proposed = index.ann.search(np.ascontiguousarray(xb), 50)
+    return float(np.mean([item in row for item, row in zip(ids, proposed, strict=True)]))
+
+
+def test_replaced_vectors_stay_findable(tmp_path: Path) -> None:
+    xb = clustered(3000, seed=21)
+    ids = np.arange(3000, dtype=np.int64)
+    index = VectorIndex.build(DIM, ids, xb)
+    assert found_by_own_vector(index, ids[:500], xb[:500]) == 1.0
+
+    index.add(ids[:500], xb[:500])  # the same items again, as a re-import does
+    index.remove(ids[2500:])
+    index.add(np.arange(5000, 5300), xb[2500:2800])  # new items after a removal
+
+    scores, found = index.search(xb[:5], 1)
+    assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
+    assert found_by_own_vector(index, ids[:500], xb[:500]) == 1.0
+    assert found_by_own_vector(index, np.arange(5000, 5300), xb[2500:2800]) == 1.0
+    assert index.ann is not None
+    assert index.ann.ntotal == index.ntotal == 2800
+
+    path = tmp_path / "vectors.faiss"
+    index.save(path, generation=4)
+    loaded = VectorIndex.load(path, DIM, generation=4)
+    assert loaded is not None
+    assert found_by_own_vector(loaded, ids[:500], xb[:500]) == 1.0
+
+
+def test_ann_from_earlier_version_is_rebuilt(tmp_path: Path) -> None:
+    xb = clustered(2000, seed=22)
+    path = tmp_path / "vectors.faiss"
+    VectorIndex.build(DIM, np.arange(2000), xb).save(path, generation=1)
+    sidecar = path.with_name(path.name + ".json")
+    stamp = json.loads(sidecar.read_text())
+    del stamp["ann_version"]
+    sidecar.write_text(json.dumps(stamp))
+
+    assert VectorIndex.load(path, DIM, generation=1) is None
