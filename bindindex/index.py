@@ -44,6 +44,8 @@ DEFAULT_MODEL = "imagebind-huge"
 CATALOG_FILE = "catalog.db"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
+# Seconds a writer keeps trying to take the write lock before it reports the index busy.
+LOCK_RETRY_S = 0.5
 # "auto" picks bf16 only where the hardware computes it natively (see Encoder).
 PRECISIONS = ("fp32", "bf16", "auto")
 # The modalities an imported vector can claim; "text" rows are searchable too.
@@ -271,9 +273,16 @@ class Index:
         """
         if self._vectors is None:
             return
-        if self._vectors_generation != self.catalog.vector_generation():
-            self._vectors = None
-            self._vectors_generation = None
+        if self._vectors_generation == self.catalog.vector_generation():
+            return
+        if self._write_lock_held_elsewhere():
+            # A writer commits vectors to the catalog before it saves the index file, so
+            # until it releases the lock the file is stale and loading it would rebuild
+            # the whole index from the catalog. The loaded index serves until then.
+            log.debug("index %s is being written; searching the loaded vectors", self.path)
+            return
+        self._vectors = None
+        self._vectors_generation = None
 
     def _rebuild_vectors(self) -> VectorIndex:
         ids, raw = self.catalog.vectors(self.dim)
@@ -300,17 +309,37 @@ class Index:
         self._lock_handle = handle
         return True
 
-    def _acquire_write_lock(self) -> None:
-        if self._try_lock():
-            return
+    def _write_lock_held_elsewhere(self) -> bool:
+        """Return whether another ``Index`` or process holds the write lock now."""
+        if self._lock_handle is not None:
+            return False
         try:
-            holder = (self.path / LOCK_FILE).read_text().strip() or "unknown"
+            handle = open(self.path / LOCK_FILE, "rb")  # noqa: SIM115 (closed below)
         except OSError:
-            holder = "unknown"
-        raise IndexBusyError(
-            f"index {self.path} is being written by process {holder}; wait for it to finish "
-            "and run the command again"
-        )
+            return False  # no lock file: nothing has written to this index yet
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+    def _acquire_write_lock(self) -> None:
+        # Readers probe the lock for a moment (_write_lock_held_elsewhere, and vectors()
+        # when it saves a rebuilt file), so a writer retries briefly before giving up.
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while not self._try_lock():
+            if time.monotonic() >= deadline:
+                try:
+                    holder = (self.path / LOCK_FILE).read_text().strip() or "unknown"
+                except OSError:
+                    holder = "unknown"
+                raise IndexBusyError(
+                    f"index {self.path} is being written by process {holder}; wait for it "
+                    "to finish and run the command again"
+                )
+            time.sleep(0.02)
 
     def _release_lock(self) -> None:
         if self._lock_handle is not None:

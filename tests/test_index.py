@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,44 @@ def test_second_writer_gets_busy_error(open_fake_index, media: Path, tmp_path: P
         second.add_paths([media])
     first._release_lock()
     assert second.add_paths([media / "dog"]).added > 0
+
+
+def test_writer_waits_out_a_short_lock(open_fake_index, media: Path, tmp_path: Path) -> None:
+    first = open_fake_index()
+    assert first._try_lock()
+    releaser = threading.Timer(0.1, first._release_lock)
+    releaser.start()
+    second = open_fake_index(tmp_path / "index")
+
+    assert second.add_paths([media / "dog"]).added > 0
+    releaser.join()
+
+
+def test_reader_keeps_vectors_while_writer_saves(
+    open_fake_index, media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = open_fake_index()
+    writer.add_paths([media / "dog"])
+    reader = open_fake_index(tmp_path / "index")
+    before = reader.vectors().ntotal
+    writer.add_paths([media / "dog", media / "cat"])
+    after = writer.vectors().ntotal
+    assert after > before
+
+    # As between a writer's catalog commit and its file save: the lock is held.
+    assert writer._try_lock()
+
+    def no_rebuild() -> None:
+        raise AssertionError("a reader rebuilt the index while a writer held the lock")
+
+    monkeypatch.setattr(reader, "_rebuild_vectors", no_rebuild)
+    reader.refresh()
+    assert reader.vectors().ntotal == before
+    assert reader.search([QueryTerm("text", "dog")], k=3)
+
+    writer._release_lock()
+    reader.refresh()
+    assert reader.vectors().ntotal == after
 
 
 def test_missing_vector_file_is_rebuilt(open_fake_index, media: Path) -> None:

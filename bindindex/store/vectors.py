@@ -407,7 +407,7 @@ class VectorIndex:
         return scores, ids
 
     def _refill_ann(self) -> None:
-        """Empty the approximate index's lists and add every flat vector again, untrained."""
+        """Empty the approximate index's lists and add every flat vector again, keeping its training."""
         assert self.ann is not None
         self._make_writable()
         flat = faiss.downcast_index(self.index.index)
