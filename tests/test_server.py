@@ -596,10 +596,18 @@ def test_oversized_upload_is_413(index_dir: Path, paired: Path) -> None:
         response = http.post("/search", files={"audio": ("big.wav", wav)})
         assert_error(response, 413, "payload_too_large", "65536 bytes")
 
+        # A well-formed multipart body, so that the size limit is the only error: with
+        # bytes that are not multipart, the parser may reject the first chunk (400).
+        body = (
+            b"--x\r\n"
+            b'Content-Disposition: form-data; name="audio"; filename="big.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n" + wav + b"\r\n--x--\r\n"
+        )
+
         def chunks() -> Iterator[bytes]:
             # No Content-Length: the body is counted as it arrives.
-            for start in range(0, len(wav), 16 * 1024):
-                yield wav[start : start + 16 * 1024]
+            for start in range(0, len(body), 16 * 1024):
+                yield body[start : start + 16 * 1024]
 
         streamed = http.post(
             "/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
