@@ -488,7 +488,9 @@ class Index:
         if path.is_dir():
             raise UsageError(f"query path {path} is a folder; --{term.kind} takes a file")
         if path.exists() and not path.is_file():
-            raise UsageError(f"query path {path} is not a regular file; give an image or audio file")
+            raise UsageError(
+                f"query path {path} is not a regular file; give an image or audio file"
+            )
         if not path.is_file():
             raise NotFoundError(f"query file {path} not found")
         try:
@@ -797,6 +799,18 @@ class Index:
             file_state = "missing, stale or unreadable"
         elif sorted(on_disk.ids().tolist()) != expected_ids:
             file_state = "holds other ids than the catalog"
+        else:
+            good = ~bad_rows
+            if good.all():  # the usual case, without copying every vector
+                differing = on_disk.differing_ids(ids, raw)
+            else:
+                differing = on_disk.differing_ids(ids[good], raw[good])
+            if len(differing):
+                shown = ", ".join(str(int(i)) for i in differing[:5])
+                file_state = (
+                    f"holds vectors that differ from the catalog for {len(differing)} items "
+                    f"(ids {shown}{', ...' if len(differing) > 5 else ''})"
+                )
 
         report: dict[str, Any] = {
             "items_without_vector": without_vector,
@@ -818,8 +832,7 @@ class Index:
             for item_id in orphan_vectors:
                 self.catalog.delete_vector(conn, item_id)
             imported = {
-                int(row[0])
-                for row in conn.execute("SELECT id FROM items WHERE format = 'npy'")
+                int(row[0]) for row in conn.execute("SELECT id FROM items WHERE format = 'npy'")
             }
             for item_id in non_finite:
                 self.catalog.delete_vector(conn, item_id)
@@ -895,4 +908,3 @@ class Index:
         Returns the number of items written.
         """
         return export_vectors(self.catalog, self.dim, Path(path))
-

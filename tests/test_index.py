@@ -443,6 +443,33 @@ def test_export_to_folder_is_usage_error(open_fake_index, media: Path, tmp_path:
         idx.export(blocker / "out.npz")
 
 
+def test_check_finds_damaged_rows_in_vector_file(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    ids, raw = idx.catalog.vectors(idx.dim)
+    dim = idx.dim
+    idx.close()
+    path = idx.path / VECTORS_FILE
+    data = bytearray(path.read_bytes())
+    # Rows start after the 82-byte header in slot order; damage the third row.
+    row = 82 + 2 * dim * 4
+    data[row : row + 16] = np.full(4, 7.0, dtype="<f4").tobytes()
+    path.write_bytes(bytes(data))
+    reopened = open_fake_index(idx.path)
+
+    found = reopened.check(repair=False)
+
+    damaged = int(reopened.vectors().ids()[2])
+    assert found["vector_file"].startswith("holds vectors that differ from the catalog for 1 ")
+    assert f"(ids {damaged})" in found["vector_file"]
+    assert reopened.check(repair=True)["repaired"] is True
+    assert reopened.check(repair=False)["vector_file"] == "ok"
+    hits = reopened.search([QueryTerm("item", str(damaged))], k=len(ids))
+    expected = normalise(raw) @ normalise(raw[list(ids).index(damaged)][None])[0]
+    for hit in hits:
+        assert abs(hit.score - expected[list(ids).index(hit.id)]) < 1e-5
+
+
 def test_check_finds_and_repairs_disagreements(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
     idx.add_paths([media])

@@ -357,6 +357,31 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
+    def differing_ids(
+        self, ids: np.ndarray, vectors: np.ndarray, *, atol: float = 1e-5, chunk: int = 65_536
+    ) -> np.ndarray:
+        """Return the ids whose stored row differs from their normalised row of ``vectors``.
+
+        A row differs when a component is more than ``atol`` away or not finite. Every id
+        must be in the index. Rows are compared in file order, so a memory-mapped index
+        is read once from start to end, and ``vectors`` is normalised a chunk at a time.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        flat = faiss.downcast_index(self.index.index)
+        stored = faiss.rev_swig_ptr(flat.get_xb(), self.ntotal * self.dim).reshape(-1, self.dim)
+        id_map = self.ids()
+        order = np.argsort(id_map, kind="stable")
+        slots = order[np.searchsorted(id_map[order], ids)]
+        by_slot = np.argsort(slots, kind="stable")
+        differing = []
+        for start in range(0, len(ids), chunk):
+            rows = by_slot[start : start + chunk]
+            gap = np.abs(stored[slots[rows]] - normalise(vectors[rows])).max(axis=1)
+            differing.append(ids[rows][~(gap <= atol)])  # NaN counts as differing
+        if not differing:
+            return np.empty(0, dtype=np.int64)
+        return np.sort(np.concatenate(differing))
+
     def search(
         self, xq: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
