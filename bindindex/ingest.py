@@ -323,7 +323,9 @@ class Ingest:
                 prepared.error = MediaError(
                     prepared.file.path,
                     "non_finite",
-                    "the model returned a non-finite or zero vector",
+                    "the model returned a non-finite or zero vector; if most files fail "
+                    "this way, the model's weights are likely damaged: check the "
+                    "checkpoint's SHA-256 or download it again",
                 )
                 bad.append(prepared)
 
