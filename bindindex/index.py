@@ -249,6 +249,16 @@ class Index:
             return self._vectors
         generation = self.catalog.vector_generation()
         loaded = VectorIndex.load(self.path / VECTORS_FILE, self.dim, generation)
+        if loaded is None and self._write_lock_held_elsewhere():
+            # A writer has committed vectors but not saved the file yet. Its last saved
+            # file is a consistent older state, and far cheaper than a rebuild;
+            # refresh() replaces it once the writer is done.
+            older = VectorIndex.load(self.path / VECTORS_FILE, self.dim, None)
+            if older is not None and older.generation is not None:
+                log.info("index %s is being written; searching its last saved vectors", self.path)
+                self._vectors = older
+                self._vectors_generation = older.generation
+                return older
         if loaded is None:
             loaded = self._rebuild_vectors()
             # Save the rebuilt file only under the write lock. A writer that

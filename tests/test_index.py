@@ -233,6 +233,38 @@ def test_reader_keeps_vectors_while_writer_saves(
     assert reader.vectors().ntotal == after
 
 
+def test_new_reader_uses_last_saved_file_during_write(
+    open_fake_index, media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = open_fake_index()
+    writer.add_paths([media / "dog"])
+    saved = {
+        name: (writer.path / name).read_bytes() for name in (VECTORS_FILE, VECTORS_FILE + ".json")
+    }
+    before = writer.vectors().ntotal
+    writer.add_paths([media / "dog", media / "cat"])
+    after = writer.vectors().ntotal
+    # The state between a writer's catalog commit and its file save: the catalog is
+    # ahead of the file, and the writer holds the lock.
+    for name, data in saved.items():
+        (writer.path / name).write_bytes(data)
+    assert writer._try_lock()
+    reader = open_fake_index(tmp_path / "index")
+    real_rebuild = reader._rebuild_vectors
+
+    def no_rebuild() -> None:
+        raise AssertionError("a reader rebuilt the index while a writer held the lock")
+
+    monkeypatch.setattr(reader, "_rebuild_vectors", no_rebuild)
+    assert reader.vectors().ntotal == before
+    assert reader.search([QueryTerm("text", "dog")], k=3)
+
+    writer._release_lock()
+    monkeypatch.setattr(reader, "_rebuild_vectors", real_rebuild)
+    reader.refresh()
+    assert reader.vectors().ntotal == after
+
+
 def test_missing_vector_file_is_rebuilt(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
     idx.add_paths([media])

@@ -289,6 +289,8 @@ class VectorIndex:
         self._ann_stale = False
         # The file the index was memory-mapped from; None once it is writable.
         self._mapped_from: Path | None = None
+        # The catalog generation of the file it was loaded from; None when built.
+        self.generation: int | None = None
         # Reader of re-ranking rows from that file. None when the index is not mapped
         # or has no approximate index.
         self._rows: _RowReader | None = None
@@ -501,8 +503,12 @@ class VectorIndex:
             _ann_path(path).unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path, dim: int, generation: int) -> VectorIndex | None:
-        """Return the saved index, or None when it is missing, stale or unreadable."""
+    def load(cls, path: Path, dim: int, generation: int | None) -> VectorIndex | None:
+        """Return the saved index, or None when it is missing, stale or unreadable.
+
+        With ``generation`` None, a file saved at any generation is returned; its own
+        is in ``generation`` of the result.
+        """
         # The file is opened before FAISS maps the path, see _RowReader.
         try:
             handle = open(path, "rb", buffering=0)  # noqa: SIM115 - kept by the reader
@@ -521,7 +527,7 @@ class VectorIndex:
 
     @classmethod
     def _load_mapped(
-        cls, path: Path, dim: int, generation: int, handle: io.FileIO
+        cls, path: Path, dim: int, generation: int | None, handle: io.FileIO
     ) -> VectorIndex | None:
         sidecar = _sidecar(path)
         try:
@@ -539,9 +545,10 @@ class VectorIndex:
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:
             log.warning("vector index %s is unreadable (%s); it will be rebuilt", path, exc)
             return None
-        if stamp.get("generation") != generation or index.d != dim:
+        stale = generation is not None and stamp.get("generation") != generation
+        if stale or index.d != dim:
             log.info(
-                "vector index %s is stale (generation %s, catalog %s); it will be rebuilt",
+                "vector index %s is stale (generation %s, catalog %s)",
                 path,
                 stamp.get("generation"),
                 generation,
@@ -575,6 +582,7 @@ class VectorIndex:
         if ann is not None:
             _set_search_options(ann)
         loaded.ann_trained_n = int(stamp.get("ann_trained_n") or 0)
+        loaded.generation = stamp.get("generation")
         loaded._mapped_from = path
         large = index.ntotal * index.d * 4 > PREAD_MIN_BYTES
         if ann is not None and large and _same_file(handle, path):
