@@ -348,10 +348,10 @@ class VectorIndex:
         self._make_writable()
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         removed = int(self.index.remove_ids(selector))
-        # FAISS's remove_ids on a fast-scan index leaves the removed 4-bit codes in the
-        # last block of each list, and later adds OR their codes into those bytes: with
-        # faiss-cpu 1.15.1, 30 % of the vectors added after a removal were no longer
-        # found by their own vector. So the lists are refilled instead.
+        # After remove_ids on a FAISS fast-scan index, vectors added later are often not
+        # found by their own vector: 30 % in one test and 80 % in another (faiss-cpu
+        # 1.15.1). Removed 4-bit codes seem to stay in the packed blocks and mix with the
+        # new ones. So the lists are refilled instead.
         if self.ann is not None and removed:
             self._ann_stale = True
         return removed
