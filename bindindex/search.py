@@ -17,10 +17,13 @@ MODALITY_FILTERS = ("image", "audio", "text", "any")
 
 @dataclass(frozen=True)
 class QueryTerm:
-    """One part of a query: a file, a text, or a stored item, with a weight."""
+    """One part of a query: a file, a text, or a stored item, with a weight.
+
+    ``value`` is a path or a text, or for an item its id as a string or an int.
+    """
 
     kind: TermKind
-    value: str
+    value: str | int
     weight: float = 1.0
 
 
@@ -72,11 +75,12 @@ def check_terms(terms: list[QueryTerm], modality: str, k: int) -> None:
             raise UsageError(
                 f"invalid query kind {term.kind!r}: use one of {', '.join(TERM_KINDS)}"
             )
-        if not isinstance(term.value, str):
+        is_id = isinstance(term.value, int) and not isinstance(term.value, bool)
+        if not isinstance(term.value, str) and not (term.kind == "item" and is_id):
             raise UsageError(f"invalid {term.kind} query {term.value!r}: give it as a string")
         if not np.isfinite(term.weight):
             raise UsageError(f"invalid weight {term.weight} for {term.kind} {term.value!r}")
-        if term.kind == "text" and not term.value.strip():
+        if term.kind == "text" and not str(term.value).strip():
             raise UsageError("empty --text query: give some words to search for")
 
 

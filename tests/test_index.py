@@ -167,6 +167,17 @@ def test_blank_text_query_is_rejected(open_fake_index, media: Path, text: str) -
         idx.search([QueryTerm("text", text)])
 
 
+def test_item_id_as_int_or_string(open_fake_index, media: Path) -> None:
+    idx = open_fake_index()
+    idx.add_paths([media])
+    item_id = int(idx.catalog.vectors(idx.dim)[0][0])
+
+    by_int = idx.search([QueryTerm("item", item_id)], k=3)
+
+    assert by_int == idx.search([QueryTerm("item", str(item_id))], k=3)
+    assert item_id not in [hit.id for hit in by_int]
+
+
 def test_unknown_item_query(open_fake_index, media: Path) -> None:
     idx = open_fake_index()
     idx.add_paths([media])
@@ -541,6 +552,8 @@ def test_check_finds_and_repairs_disagreements(open_fake_index, media: Path) -> 
     [
         (QueryTerm("video", "x"), 3, "invalid query kind 'video'"),  # type: ignore[arg-type]
         (QueryTerm("text", None), 3, "invalid text query None"),  # type: ignore[arg-type]
+        (QueryTerm("text", 7), 3, "invalid text query 7"),
+        (QueryTerm("item", True), 3, "invalid item query True"),
         (QueryTerm("text", "a dog"), 2.5, "invalid k 2.5"),
     ],
 )
