@@ -251,7 +251,7 @@ class Index:
         loaded = VectorIndex.load(self.path / VECTORS_FILE, self.dim, generation)
         if loaded is None and self._write_lock_held_elsewhere():
             # A writer has committed vectors but not saved the file yet. Its last saved
-            # file is a consistent older state, and far cheaper than a rebuild;
+            # file is a consistent older state and far cheaper than a rebuild, and
             # refresh() replaces it once the writer is done.
             older = VectorIndex.load(self.path / VECTORS_FILE, self.dim, None)
             if older is not None and older.generation is not None:
@@ -816,10 +816,12 @@ class Index:
             else:
                 differing = on_disk.differing_ids(ids[good], raw[good])
             if len(differing):
-                shown = ", ".join(str(int(i)) for i in differing[:5])
+                listed = ", ".join(str(int(i)) for i in differing[:5])
+                if len(differing) > 5:
+                    listed += ", ..."
                 file_state = (
                     f"holds vectors that differ from the catalog for {len(differing)} items "
-                    f"(ids {shown}{', ...' if len(differing) > 5 else ''})"
+                    f"(ids {listed})"
                 )
 
         report: dict[str, Any] = {

@@ -673,7 +673,6 @@ def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> N
     keys = list(state)
     expected = {key: tensor.to(torch.bfloat16) for key, tensor in state.items()}
     scales = {key: state[key].clone() for key in keys if "log_logit_scale" in key}
-    del state
     passes = 0
     real_read = read_checkpoint
 
@@ -685,10 +684,12 @@ def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> N
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("bindindex.model.weights.read_checkpoint", counting_read)
         converted = read_converted(
-            path, keys, dtype=torch.bfloat16, device=torch.device("cpu"), chunk_bytes=1
+            path, state, dtype=torch.bfloat16, device=torch.device("cpu"), chunk_bytes=1
         )
 
-    assert passes == len(keys), "with a one-byte budget each pass copies one tensor"
+    # With a one-byte budget each pass copies one tensor; the first uses the given state.
+    assert passes == len(keys) - 1
+    assert state == {}, "the caller's state is emptied"
     assert set(converted) == set(keys)
     assert scales, "the TEST checkpoint has logit scales"
     for key, tensor in converted.items():
@@ -705,9 +706,9 @@ def test_converted_passes_match_one_cast(tiny_bytes: bytes, tmp_path: Path) -> N
 def test_read_converted_keeps_fp32_mapped(tiny_bytes: bytes, tmp_path: Path) -> None:
     path = tmp_path / "fp32.pth"
     path.write_bytes(tiny_bytes)
-    keys = list(read_checkpoint(path))
+    state = read_checkpoint(path)
 
-    converted = read_converted(path, keys, dtype=torch.float32, device=torch.device("cpu"))
+    converted = read_converted(path, state, dtype=torch.float32, device=torch.device("cpu"))
 
     assert all(tensor.dtype == torch.float32 for tensor in converted.values())
     assert str(path) in mapped_files(), "fp32 weights stay views of the mapped file"

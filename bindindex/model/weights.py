@@ -543,10 +543,8 @@ def load_model(
         state = select_modalities(read_checkpoint(path), model.modalities)
         expected = {key: value.shape for key, value in model.state_dict().items()}
         check_state_dict(state, expected, path)
-        keys = list(state)
-        del state  # the conversion maps the file again, a part at a time
-        state = read_converted(path, keys, dtype=dtype, device=target)
-        model.load_state_dict(state, strict=True, assign=True)
+        weights = read_converted(path, state, dtype=dtype, device=target)
+        model.load_state_dict(weights, strict=True, assign=True)
         logger.info("loaded %s towers %s from %s", spec.name, ",".join(model.modalities), path)
         return model.eval().requires_grad_(False)
 
@@ -567,39 +565,43 @@ def _target_dtype(key: str, tensor: Tensor, dtype: torch.dtype) -> torch.dtype:
 
 def read_converted(
     path: Path,
-    keys: Iterable[str],
+    state: dict[str, Tensor],
     *,
     dtype: torch.dtype,
     device: torch.device,
     chunk_bytes: int = CONVERT_CHUNK_BYTES,
 ) -> dict[str, Tensor]:
-    """Read ``keys`` from the checkpoint at ``path`` as ``dtype`` tensors on ``device``.
+    """Return ``state``'s tensors as ``dtype`` on ``device``, mapping ``path`` again as needed.
 
-    When ``dtype`` is the file's and the device is the CPU, the tensors stay
-    memory-mapped views of the file. Otherwise every tensor is copied, so that no view
-    keeps the mapping alive. The copies are made in passes of about ``chunk_bytes`` of
-    file data. Each pass drops its mapping before the next one opens the file again.
-    The peak resident memory is then the converted weights plus one pass, not the
-    converted weights plus every file page read.
+    ``state`` is the checkpoint as ``read_checkpoint`` returned it, or the part of it
+    to keep. It serves as the first pass and is empty on return, so the caller keeps
+    no view of the file. When ``dtype`` is the file's and the device is the CPU, the
+    tensors stay memory-mapped views of the file. Otherwise every tensor is copied, so
+    that no view keeps the mapping alive. The copies are made in passes of about
+    ``chunk_bytes`` of file data, and each pass drops its mapping before the next one
+    maps the file again. The peak resident memory is then the converted weights plus
+    one pass, not the converted weights plus every file page read.
     """
     if not zipfile.is_zipfile(path):
         # A file in the legacy format is read whole on every pass, so one pass is cheapest.
         chunk_bytes = sys.maxsize
-    pending = list(keys)
+    pending = list(state)
+    mapped = state
     converted: dict[str, Tensor] = {}
     while pending:
-        state = read_checkpoint(path)
+        if not mapped:
+            mapped = read_checkpoint(path)
         read = 0
         while pending and read < chunk_bytes:
             key = pending.pop()
-            tensor = state[key]
+            tensor = mapped[key]
             target_dtype = _target_dtype(key, tensor, dtype)
             if device.type == "cpu" and tensor.dtype == target_dtype == dtype:
                 converted[key] = tensor
             else:
                 converted[key] = tensor.to(device=device, dtype=target_dtype, copy=True)
                 read += tensor.numel() * tensor.element_size()
-        del state
+        mapped.clear()  # also empties the caller's dict after the first pass
     return converted
 
 

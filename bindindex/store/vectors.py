@@ -58,14 +58,14 @@ CANDIDATES_PER_RESULT = 20
 MIN_CANDIDATES = 200
 NPROBE_FRACTION = 1 / 64
 MIN_NPROBE = 32
-# Written to the sidecar with the approximate index. Files without it were written
-# before removals stopped going through FAISS's remove_ids (see VectorIndex.remove),
-# and may hold corrupted codes, so they are rebuilt.
+# Written to the sidecar with the approximate index. An approximate index whose sidecar
+# lacks it may have had ids removed with FAISS's remove_ids, which corrupts vectors added
+# later (see VectorIndex.remove), so it is rebuilt.
 ANN_VERSION = 2
 # Flat vector files larger than this are re-ranked with pread instead of through the
-# mapping. A pread costs a system call per row (2 to 4 us each on the benchmark's
-# virtual machine), while mapped rows cost nothing once touched, so below this size
-# the mapping is faster and even fully mapped it stays small.
+# mapping. A pread costs a system call per row, 2 to 4 us each on the benchmark's virtual
+# machine, while a mapped row costs nothing once touched. Below this size the mapping is
+# faster, and even fully mapped the file stays small.
 PREAD_MIN_BYTES = 1 << 30
 # FAISS fast-scan search implementation 15 splits each query's probed lists over the
 # threads. The default choice runs a single query on one thread. On 2 cores at a
@@ -185,6 +185,25 @@ _FLOAT_COUNT = struct.Struct("<Q")
 _ROWS_OFFSET = 2 * (len(_IDMAP_TAG) + _HEADER.size) + _FLOAT_COUNT.size
 
 
+class _SlotLookup:
+    """Positions (slots) of item ids in a flat index's rows, from its id map."""
+
+    def __init__(self, id_map: np.ndarray):
+        self._order = np.argsort(id_map, kind="stable")
+        self._sorted_ids = id_map[self._order]
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the slot of each id and whether the id is in the map.
+
+        The slot returned for a missing id is meaningless.
+        """
+        if len(self._sorted_ids) == 0:
+            return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        positions = np.searchsorted(self._sorted_ids, ids)
+        positions = np.minimum(positions, len(self._sorted_ids) - 1)
+        return self._order[positions], self._sorted_ids[positions] == ids
+
+
 class _RowReader:
     """Reader of rows of a saved flat index by item id, with ``pread`` on an open file.
 
@@ -202,8 +221,7 @@ class _RowReader:
         self._offset = offset
         self._row_bytes = dim * 4
         self._dim = dim
-        self._order = np.argsort(id_map, kind="stable")
-        self._sorted_ids = id_map[self._order]
+        self._slots = _SlotLookup(id_map)
         # Each thread reuses one buffer for its queries, so concurrent searches never
         # share one and a query allocates nothing.
         self._local = threading.local()
@@ -244,15 +262,13 @@ class _RowReader:
 
         The array is this thread's buffer and is overwritten by its next call.
         """
-        positions = np.searchsorted(self._sorted_ids, ids)
-        positions = np.minimum(positions, len(self._sorted_ids) - 1)
-        if not np.array_equal(self._sorted_ids[positions], ids):
-            missing = ids[self._sorted_ids[positions] != ids]
+        slots, found = self._slots.find(ids)
+        if not found.all():
+            missing = ids[~found]
             raise IndexStateError(
                 f"vector file {self._handle.name} has no rows for ids {missing[:5].tolist()} "
                 "that its approximate index proposed; delete the file to have it rebuilt"
             )
-        slots = self._order[positions]
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < len(ids):
             buffer = np.empty((max(len(ids), MIN_CANDIDATES), self._dim), dtype=np.float32)
@@ -264,7 +280,7 @@ class _RowReader:
             if os.preadv(fd, [view], self._offset + slot * self._row_bytes) != self._row_bytes:
                 raise IndexStateError(
                     f"vector file {self._handle.name} ended before row {slot}; "
-                    "it was truncated while open, run the command again to rebuild it"
+                    "it was truncated while open. Run the command again to rebuild it"
                 )
         return buffer[: len(ids)]
 
@@ -372,8 +388,7 @@ class VectorIndex:
         flat = faiss.downcast_index(self.index.index)
         stored = faiss.rev_swig_ptr(flat.get_xb(), self.ntotal * self.dim).reshape(-1, self.dim)
         id_map = self.ids()
-        order = np.argsort(id_map, kind="stable")
-        slots = order[np.searchsorted(id_map[order], ids)]
+        slots, _ = _SlotLookup(id_map).find(ids)
         by_slot = np.argsort(slots, kind="stable")
         differing = []
         for start in range(0, len(ids), chunk):
@@ -506,8 +521,8 @@ class VectorIndex:
     def load(cls, path: Path, dim: int, generation: int | None) -> VectorIndex | None:
         """Return the saved index, or None when it is missing, stale or unreadable.
 
-        With ``generation`` None, a file saved at any generation is returned; its own
-        is in ``generation`` of the result.
+        With ``generation`` None, a file saved at any generation is returned, and the
+        result's ``generation`` is the file's own.
         """
         # The file is opened before FAISS maps the path, see _RowReader.
         try:
